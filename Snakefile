@@ -1,0 +1,26 @@
+# Reproduction and extension of "Insights from the Inverse: Reconstructing LLM Training Goals Through Inverse RL"
+# (arXiv 2410.12491). Thin on purpose: config + validation, the stage rule files, and the final targets.
+# Where an artifact comes from: rules/<stage>.smk -> workflow_scripts/<stage>.py.
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, "config.schema.yaml")
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/base.smk"
+include: "rules/sft.smk"
+include: "rules/evaluate.smk"
+
+
+rule all:
+    input:
+        "reports/table1.csv",
+    default_target: True

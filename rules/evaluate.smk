@@ -1,0 +1,58 @@
+wildcard_constraints:
+    model="base|sft|rlhf|irl_rlhf",
+
+
+rule evaluate:
+    """Table 1 protocols for one model stage: greedy Jigsaw-style and sampled RTP-style continuations, scored by the
+    evaluation classifier and by the GT reward classifier."""
+    input:
+        model="results/{model}/model",
+        eval="results/data/eval.parquet",
+        rtp="results/data/rtp_prompts.parquet",
+    output:
+        generations="results/eval/{model}.parquet",
+    params:
+        cfg=evaluate_params(),
+        gt_classifier=with_resolved_wheel(config["gt_classifier"]),
+    log:
+        "logs/evaluate/{model}.log",
+    benchmark:
+        "results/benchmarks/evaluate_{model}.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=1,
+    conda:
+        "../envs/pipeline.yaml"
+    script:
+        "../workflow_scripts/evaluate.py"
+
+
+rule table1:
+    """Table 1: one row per evaluated stage, paper columns with 95% bootstrap CIs."""
+    input:
+        generations=expand("results/eval/{model}.parquet", model=EVAL_STAGES),
+    output:
+        table=report("reports/table1.csv", caption="../reports/table1.rst", category="Table 1"),
+    params:
+        stages=EVAL_STAGES,
+        cfg={
+            "model_name": config["model_name"],
+            "eval_classifier": config["evaluation"]["classifier"]["kind"],
+            "gt_classifier": config["gt_classifier"]["kind"],
+            "threshold": config["evaluation"]["threshold"],
+            "n_resamples": config["evaluation"]["bootstrap"]["n_resamples"],
+            "confidence": config["evaluation"]["bootstrap"]["confidence"],
+            "seed": config["evaluation"]["seed"],
+        },
+    log:
+        "logs/table1.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../envs/pipeline.yaml"
+    script:
+        "../workflow_scripts/table1.py"

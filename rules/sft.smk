@@ -1,0 +1,23 @@
+rule sft:
+    """Supervised fine-tuning of the base LM on the train split's texts (or import of an SFT checkpoint)."""
+    input:
+        base="results/base/model",
+        train="results/data/train.parquet",
+    output:
+        model=directory("results/sft/model"),
+        log="results/sft/train_log.parquet",
+    params:
+        cfg=config["sft"],
+    log:
+        "logs/sft.log",
+    benchmark:
+        "results/benchmarks/sft.tsv"
+    threads: 2
+    resources:
+        mem_mb=6000,
+        runtime=60,
+        gpu=1,
+    conda:
+        "../envs/pipeline.yaml"
+    script:
+        "../workflow_scripts/sft.py"

@@ -1,0 +1,184 @@
+"""Shared plumbing for every stage: seeding, threads, logging, atomic writes, provenance, model loading.
+
+Nothing here knows about a particular stage. Stage modules import these helpers so that each concern
+(how a checkpoint is written, how a run is seeded, what a provenance file holds) exists exactly once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import fields, is_dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+LOG = logging.getLogger("irl_llms")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TRACKED_PACKAGES = ("torch", "transformers", "datasets", "numpy", "pandas", "scikit-learn", "snakemake", "gguf")
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------------------------- seeding / threads
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) and ask torch for deterministic kernels."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def set_threads(n: int) -> None:
+    """Use exactly ``n`` intra-op threads: results on CPU depend (slightly) on the thread count."""
+    import torch
+
+    torch.set_num_threads(max(1, int(n)))
+
+
+# --------------------------------------------------------------------------------------------- logging
+def setup_logging(log_path: str | os.PathLike | None = None, level: int = logging.INFO) -> logging.Logger:
+    """Log to stderr and, when given, to ``log_path`` (Snakemake's ``log:`` file)."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w"))
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True
+    )
+    return LOG
+
+
+# --------------------------------------------------------------------------------------------- atomic writes
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; move it into place only if the block succeeds.
+
+    A crash, a kill or an exception therefore never leaves a half-written artifact at ``target``.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp_root = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp = tmp_root / target.name
+    if is_dir:
+        tmp.mkdir()
+    try:
+        yield tmp
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+
+
+def write_json(obj: Any, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_parquet(df: Any, path: str | os.PathLike) -> None:
+    """Write a pandas DataFrame atomically (pyarrow engine, no index)."""
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False, engine="pyarrow")
+
+
+def write_csv(df: Any, path: str | os.PathLike, float_format: str = "%.4f") -> None:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, float_format=float_format)
+
+
+# --------------------------------------------------------------------------------------------- provenance
+def git_revision() -> str:
+    """The repository's HEAD commit (with ``-dirty`` when the tree has changes), or ``unknown``."""
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        return rev + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0]}
+    for name in TRACKED_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def provenance(stage: str, config_slice: Mapping[str, Any], seed: int | None, **extra: Any) -> dict[str, Any]:
+    """What a result needs to be traced back: stage, config used, seed, git revision, library versions."""
+    return {
+        "stage": stage,
+        "config": dict(config_slice),
+        "seed": seed,
+        "git_revision": git_revision(),
+        "library_versions": library_versions(),
+        **extra,
+    }
+
+
+# --------------------------------------------------------------------------------------------- config helpers
+def dataclass_from_dict(cls: type[T], values: Mapping[str, Any]) -> T:
+    """Build a config dataclass from a (schema-validated) mapping, rejecting unknown keys by name."""
+    assert is_dataclass(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown config key(s) {unknown}; known keys: {sorted(known)}")
+    return cls(**dict(values))
+
+
+def resolve_path(path: str | os.PathLike, base: str | os.PathLike = REPO_ROOT) -> Path:
+    """Relative paths to shipped inputs are relative to the repository, not to the working directory."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p
+    return Path(base) / p
+
+
+def require_file(path: str | os.PathLike, what: str, hint: str = "") -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{what} not found: {p}" + (f" ({hint})" if hint else ""))
+    return p
+
+
+# --------------------------------------------------------------------------------------------- snakemake adapter
+def snakemake_threads(smk: Any) -> int:
+    return int(getattr(smk, "threads", 1) or 1)
+
+
+def run_snakemake_job(smk: Any, fn: Any) -> None:
+    """Common adapter for ``script:`` rules: log to the rule's log file, fix threads, report errors once."""
+    log_path = smk.log[0] if len(smk.log) else None
+    setup_logging(log_path)
+    set_threads(snakemake_threads(smk))
+    try:
+        fn(smk)
+    except Exception:
+        LOG.exception("job failed")
+        raise

@@ -1,0 +1,132 @@
+"""Causal-LM helpers shared by every model stage: loading a checkpoint, tokenizer conventions, layer freezing.
+
+A checkpoint directory in this pipeline is always a plain ``save_pretrained`` folder (safetensors weights, config,
+tokenizer) plus ``provenance.json``; ``load_causal_lm`` is the one way stages open it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    """``auto`` uses CUDA when present, else CPU; ``cpu``/``cuda`` force one."""
+    if preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
+    return torch.device(preference)
+
+
+def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """Left padding for batched generation and a pad token (falling back to EOS).
+
+    Because pad may equal EOS, never build masks from ``input_ids == pad_token_id``: use attention masks.
+    """
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError("tokenizer has neither a pad nor an EOS token; cannot batch")
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def stop_token_ids(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel | None = None) -> list[int]:
+    """Every id that ends a document: the tokenizer's EOS, the model's configured EOS, and ``<|endoftext|>``."""
+    ids: set[int] = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    if model is not None:
+        eos = model.generation_config.eos_token_id if model.generation_config is not None else None
+        eos = eos if eos is not None else model.config.eos_token_id
+        if isinstance(eos, int):
+            ids.add(eos)
+        elif eos:
+            ids.update(int(i) for i in eos)
+    eot = tokenizer.convert_tokens_to_ids("<|endoftext|>") if "<|endoftext|>" in tokenizer.get_vocab() else None
+    if eot is not None:
+        ids.add(int(eot))
+    return sorted(ids)
+
+
+def load_causal_lm(
+    path: str | os.PathLike, device: str = "auto", dtype: torch.dtype = torch.float32
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Open a pipeline checkpoint (or any HF id/path) as (model in eval mode, prepared tokenizer)."""
+    p = Path(path)
+    if p.exists() and not (p / "config.json").exists():
+        raise FileNotFoundError(f"{p} is not a model checkpoint (no config.json)")
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(str(path)))
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    model.to(pick_device(device))
+    model.eval()
+    check_tokenizer_matches(model, tokenizer, str(path))
+    return model, tokenizer
+
+
+def check_tokenizer_matches(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, where: str = "") -> None:
+    """Fail loudly when a tokenizer produces ids the model has no embedding for (the classic wrong-tokenizer bug)."""
+    n_emb = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > n_emb:
+        raise ValueError(
+            f"tokenizer/model mismatch{' in ' + where if where else ''}: tokenizer has {len(tokenizer)} tokens "
+            f"but the model's embedding has {n_emb} rows"
+        )
+
+
+def transformer_blocks(model: PreTrainedModel) -> torch.nn.ModuleList:
+    """The list of transformer blocks of a decoder-only model (Llama ``model.layers``, GPT-NeoX ``layers``, GPT-2 ``h``)."""
+    base = model.base_model
+    for attr in ("layers", "h", "blocks"):
+        blocks = getattr(base, attr, None)
+        if isinstance(blocks, torch.nn.ModuleList):
+            return blocks
+    raise ValueError(f"cannot find the transformer blocks of {type(model).__name__}")
+
+
+def final_norm(model: PreTrainedModel) -> torch.nn.Module | None:
+    base = model.base_model
+    for attr in ("norm", "final_layer_norm", "ln_f"):
+        mod = getattr(base, attr, None)
+        if isinstance(mod, torch.nn.Module):
+            return mod
+    return None
+
+
+def freeze_bottom_layers(model: PreTrainedModel, num_layers_unfrozen: int) -> dict[str, Any]:
+    """Make only the top ``num_layers_unfrozen`` blocks (+ final norm, + an *untied* output head) trainable.
+
+    ``-1`` trains everything. With a tied output layer (SmolLM2) the head *is* the input embedding; training it would
+    push gradients through every block, so a tied head stays frozen (it is shared with the frozen embedding).
+    Returns a summary (trainable / total parameter counts) for logs and provenance.
+    """
+    params = list(model.parameters())
+    if num_layers_unfrozen < 0:
+        for p in params:
+            p.requires_grad_(True)
+    else:
+        for p in params:
+            p.requires_grad_(False)
+        blocks = transformer_blocks(model)
+        if num_layers_unfrozen > len(blocks):
+            raise ValueError(f"num_layers_unfrozen={num_layers_unfrozen} but the model has only {len(blocks)} blocks")
+        trainable: list[torch.nn.Module] = (
+            list(blocks[len(blocks) - num_layers_unfrozen :]) if num_layers_unfrozen else []
+        )
+        norm = final_norm(model)
+        if norm is not None and num_layers_unfrozen > 0:
+            trainable.append(norm)
+        head = model.get_output_embeddings()
+        if head is not None and head.weight is not model.get_input_embeddings().weight:
+            trainable.append(head)
+        for mod in trainable:
+            for p in mod.parameters():
+                p.requires_grad_(True)
+    n_train = sum(p.numel() for p in params if p.requires_grad)
+    n_total = sum(p.numel() for p in params)
+    return {"trainable_parameters": n_train, "total_parameters": n_total, "num_layers_unfrozen": num_layers_unfrozen}
