@@ -36,7 +36,7 @@ def seed_everything(seed: int) -> None:
     import torch
 
     random.seed(seed)
-    np.random.seed(seed % (2**32))
+    np.random.seed(seed % (2**32))  # noqa: NPY002 - seeds libraries that still use the global RNG
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
 

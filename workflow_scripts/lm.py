@@ -80,7 +80,7 @@ def check_tokenizer_matches(model: PreTrainedModel, tokenizer: PreTrainedTokeniz
 
 
 def transformer_blocks(model: PreTrainedModel) -> torch.nn.ModuleList:
-    """The list of transformer blocks of a decoder-only model (Llama ``model.layers``, GPT-NeoX ``layers``, GPT-2 ``h``)."""
+    """The transformer blocks of a decoder-only model (Llama ``model.layers``, GPT-NeoX ``layers``, GPT-2 ``h``)."""
     base = model.base_model
     for attr in ("layers", "h", "blocks"):
         blocks = getattr(base, attr, None)
