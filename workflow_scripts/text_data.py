@@ -252,8 +252,8 @@ def make_prompt_dataset(
     Each text is whitespace-normalised and split by :func:`split_at_middle_word`; the frame is split by
     :func:`train_eval_split` (stratified by label, seeded) and, when ``n_train`` / ``n_eval`` are given, each half is
     reduced to that many rows by :func:`stratified_subsample` (seeded, label shares kept). Texts with fewer than two
-    words are dropped. Output columns: ``id`` (first 12 hex digits of the SHA-1 of the text), ``prompt``,
-    ``original_output`` (with its leading space), ``text``, ``label`` (int) and ``source``.
+    words and repeated (normalised) texts are dropped. Output columns: ``id`` (first 12 hex digits of the SHA-1 of the
+    text), ``prompt``, ``original_output`` (with its leading space), ``text``, ``label`` (int) and ``source``.
 
     Raises:
         ValueError: if the frame fails :func:`validate_texts_frame`, if the split fails, or if ``n_train`` /

@@ -1,0 +1,286 @@
+"""Tests for workflow_scripts.text_data and the shipped Jigsaw-style / RTP-style parquet files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from workflow_scripts.build_text_data import clean_fortune, overlaps_held_out, split_fortune_file
+from workflow_scripts.text_data import (
+    PROMPT_DATASET_COLUMNS,
+    balance_by_label,
+    make_prompt_dataset,
+    normalise_key,
+    normalise_whitespace,
+    split_at_middle_word,
+    stratified_subsample,
+    text_id,
+    train_eval_split,
+    validate_texts_frame,
+)
+
+RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+TEXTS = RESOURCES / "jigsaw_style_texts.parquet"
+RTP = RESOURCES / "rtp_challenging_prompts.parquet"
+DATA_MD = RESOURCES / "DATA.md"
+
+WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa".split()
+
+
+def make_texts(n_pos: int, n_neg: int, sources: tuple[str, ...] = ("a", "b")) -> pd.DataFrame:
+    """A small real frame: distinct multi-word texts, labels, sources cycling through ``sources``."""
+    rows = []
+    for i in range(n_pos + n_neg):
+        label = 1 if i < n_pos else 0
+        text = f"text number {i} " + " ".join(WORDS[: 3 + i % 7])
+        rows.append({"text": text, "label": label, "source": sources[i % len(sources)]})
+    return pd.DataFrame(rows, columns=["text", "label", "source"])
+
+
+# ---------------------------------------------------------------------------------------------- split_at_middle_word
+@pytest.mark.parametrize(
+    "text",
+    ["one two", "one two three", "  The  quick\tbrown fox\njumps over  the lazy dog ", "a b c d e f g h i j"],
+)
+def test_halves_reconstruct_the_text(text: str) -> None:
+    prompt, cont = split_at_middle_word(text)
+    assert prompt + cont == normalise_whitespace(text)
+    assert prompt and cont.strip()
+    assert not prompt.endswith(" ") and cont.startswith(" ") and not cont.startswith("  ")
+    n = len(normalise_whitespace(text).split())
+    assert len(prompt.split()) == n // 2
+    assert len(cont.split()) == n - n // 2
+
+
+def test_split_examples() -> None:
+    assert split_at_middle_word("you are a complete idiot") == ("you are", " a complete idiot")
+    assert split_at_middle_word("one two") == ("one", " two")
+
+
+@pytest.mark.parametrize("text", ["", "   ", "single", "  single\n"])
+def test_split_rejects_short_texts(text: str) -> None:
+    with pytest.raises(ValueError):
+        split_at_middle_word(text)
+
+
+def test_normalisation_helpers() -> None:
+    assert normalise_whitespace(" a \t b\n\nc ") == "a b c"
+    assert normalise_key(" Hello  World ") == normalise_key("hello world")
+    assert text_id("a  b") == text_id("a b") and len(text_id("a b")) == 12
+
+
+# --------------------------------------------------------------------------------------------------- balance_by_label
+def test_balance_equal_counts_and_mirrored_sources() -> None:
+    df = pd.concat(
+        [
+            pd.DataFrame({"text": [f"tox a {i}" for i in range(6)], "label": 1, "source": "a"}),
+            pd.DataFrame({"text": [f"tox b {i}" for i in range(3)], "label": 1, "source": "b"}),
+            pd.DataFrame({"text": [f"ok a {i}" for i in range(20)], "label": 0, "source": "a"}),
+            pd.DataFrame({"text": [f"ok b {i}" for i in range(1)], "label": 0, "source": "b"}),
+            pd.DataFrame({"text": [f"ok f {i}" for i in range(30)], "label": 0, "source": "fill"}),
+        ],
+        ignore_index=True,
+    )
+    out = balance_by_label(df, n_per_class=100, seed=1, fill_sources=["fill"])
+    counts = out.groupby(["source", "label"]).size().to_dict()
+    assert (out["label"] == 1).sum() == (out["label"] == 0).sum() == 9  # all toxic texts
+    assert counts[("a", 1)] == 6 and counts[("a", 0)] == 6  # mirrored
+    assert counts[("b", 1)] == 3 and counts[("b", 0)] == 1  # source b has only one non-toxic text
+    assert counts[("fill", 0)] == 2  # shortfall filled from the fill source
+    assert not out["text"].duplicated().any()
+    assert set(out["text"]) <= set(df["text"])
+
+
+def test_balance_caps_at_n_per_class_and_is_deterministic() -> None:
+    df = make_texts(40, 60)
+    a = balance_by_label(df, n_per_class=10, seed=3)
+    b = balance_by_label(df.sample(frac=1.0, random_state=7), n_per_class=10, seed=3)  # row order must not matter
+    c = balance_by_label(df, n_per_class=10, seed=4)
+    assert (a["label"] == 1).sum() == (a["label"] == 0).sum() == 10
+    pd.testing.assert_frame_equal(a, b)
+    assert set(a["text"]) != set(c["text"])
+    # sorted deterministically: label 1 first, then source, then text
+    assert list(a.index) == list(range(len(a)))
+    assert a["label"].tolist() == sorted(a["label"].tolist(), reverse=True)
+
+
+def test_balance_when_label_one_is_the_majority() -> None:
+    df = make_texts(30, 8)
+    out = balance_by_label(df, n_per_class=100, seed=0)
+    assert (out["label"] == 1).sum() == (out["label"] == 0).sum() == 8
+
+
+def test_balance_errors() -> None:
+    with pytest.raises(ValueError):
+        balance_by_label(make_texts(0, 0), 10, seed=0)
+    with pytest.raises(ValueError):
+        balance_by_label(make_texts(5, 0), 10, seed=0)
+    with pytest.raises(ValueError):
+        balance_by_label(make_texts(5, 5).drop(columns="source"), 10, seed=0)
+    with pytest.raises(ValueError):
+        balance_by_label(make_texts(5, 5).assign(label=2), 10, seed=0)
+
+
+# --------------------------------------------------------------------------------------------------- train_eval_split
+def test_split_is_stratified_disjoint_and_complete() -> None:
+    df = make_texts(50, 50)
+    train, ev = train_eval_split(df, eval_fraction=0.2, seed=0)
+    assert len(ev) == 20 and len(train) == 80
+    assert (ev["label"] == 1).sum() == (ev["label"] == 0).sum() == 10
+    assert (train["label"] == 1).sum() == (train["label"] == 0).sum() == 40
+    assert not set(train["text"]) & set(ev["text"])
+    assert set(train["text"]) | set(ev["text"]) == set(df["text"])
+    assert list(train.columns) == list(df.columns)
+
+
+def test_split_is_deterministic_and_seed_dependent() -> None:
+    df = make_texts(50, 50)
+    t1, e1 = train_eval_split(df, eval_fraction=0.2, seed=5)
+    t2, e2 = train_eval_split(df.iloc[::-1], eval_fraction=0.2, seed=5)
+    pd.testing.assert_frame_equal(e1, e2)
+    pd.testing.assert_frame_equal(t1, t2)
+    _, e3 = train_eval_split(df, eval_fraction=0.2, seed=6)
+    assert set(e1["text"]) != set(e3["text"])
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5])
+def test_split_rejects_bad_fraction(fraction: float) -> None:
+    with pytest.raises(ValueError):
+        train_eval_split(make_texts(5, 5), eval_fraction=fraction, seed=0)
+
+
+def test_split_rejects_empty_frame() -> None:
+    with pytest.raises(ValueError):
+        train_eval_split(make_texts(0, 0), eval_fraction=0.2, seed=0)
+
+
+def test_stratified_subsample() -> None:
+    df = make_texts(30, 30)
+    sub = stratified_subsample(df, 10, seed=0)
+    assert len(sub) == 10 and (sub["label"] == 1).sum() == 5
+    with pytest.raises(ValueError):
+        stratified_subsample(df, 61, seed=0)
+
+
+# ------------------------------------------------------------------------------------------------ make_prompt_dataset
+def test_make_prompt_dataset() -> None:
+    df = make_texts(40, 40)
+    train, ev = make_prompt_dataset(df, eval_fraction=0.25, seed=11)
+    for part in (train, ev):
+        assert list(part.columns) == list(PROMPT_DATASET_COLUMNS)
+        assert (part["prompt"] + part["original_output"] == part["text"]).all()
+        assert part["original_output"].str.startswith(" ").all()
+        assert part["id"].str.fullmatch(r"[0-9a-f]{12}").all()
+        assert part["label"].isin([0, 1]).all()
+    assert len(ev) == 20 and (ev["label"] == 1).sum() == 10
+    assert not set(train["id"]) & set(ev["id"])
+    assert train["id"].tolist() == [text_id(t) for t in train["text"]]
+    # deterministic, and the seed changes the split
+    train2, ev2 = make_prompt_dataset(df, eval_fraction=0.25, seed=11)
+    pd.testing.assert_frame_equal(ev, ev2)
+    _, ev3 = make_prompt_dataset(df, eval_fraction=0.25, seed=12)
+    assert set(ev["id"]) != set(ev3["id"])
+
+
+def test_make_prompt_dataset_subsamples() -> None:
+    df = make_texts(40, 40)
+    train, ev = make_prompt_dataset(df, eval_fraction=0.25, seed=0, n_train=8, n_eval=4)
+    assert len(train) == 8 and (train["label"] == 1).sum() == 4
+    assert len(ev) == 4 and (ev["label"] == 1).sum() == 2
+    full_train, full_eval = make_prompt_dataset(df, eval_fraction=0.25, seed=0)
+    assert set(train["id"]) <= set(full_train["id"]) and set(ev["id"]) <= set(full_eval["id"])
+    with pytest.raises(ValueError):
+        make_prompt_dataset(df, eval_fraction=0.25, seed=0, n_train=1000)
+
+
+def test_make_prompt_dataset_rejects_empty() -> None:
+    with pytest.raises(ValueError, match="no rows"):
+        make_prompt_dataset(make_texts(0, 0), eval_fraction=0.2, seed=0)
+
+
+# ----------------------------------------------------------------------------------------------- validate_texts_frame
+def test_validate_texts_frame_errors_name_the_file() -> None:
+    good = make_texts(2, 2)
+    validate_texts_frame(good, "x.parquet")
+    bad_frames = {
+        "missing column": good.drop(columns="label"),
+        "no rows": good.iloc[:0],
+        "labels must be 0 or 1": good.assign(label=[0, 1, 2, 1]),
+        "missing label": good.assign(label=[0, 1, np.nan, 1]),
+        "NaN": good.assign(text=["a b", None, "c d", "e f"]),
+        "empty text": good.assign(text=["a b", "  ", "c d", "e f"]),
+    }
+    for problem, frame in bad_frames.items():
+        with pytest.raises(ValueError, match="my/file.parquet") as err:
+            validate_texts_frame(frame, "my/file.parquet")
+        assert problem in str(err.value)
+
+
+# ------------------------------------------------------------------------------------------------- build helpers
+def test_fortune_parsing_and_cleaning() -> None:
+    raw = (
+        "A bug in the hand is better than one as yet\nundetected.\n%\n"
+        "Whe_\bn in doubt, tell the truth.\n\t\t-- Mark Twain\n%\n"
+        "int main() { return 0; }\n%\n"
+        "First paragraph here.\n\nSecond paragraph.\n%\n"
+    )
+    entries = split_fortune_file(raw)
+    assert len(entries) == 4
+    cleaned = [clean_fortune(e) for e in entries]
+    assert cleaned[0] == "A bug in the hand is better than one as yet undetected."
+    assert cleaned[1] == "When in doubt, tell the truth."  # overstrike removed, attribution dropped
+    assert cleaned[2] is None and cleaned[3] is None
+
+
+def test_overlap_with_held_out() -> None:
+    held = ["You are such a", "Completely different prompt here"]
+    texts = ["you  are SUCH a jerk and everyone knows it", "nothing to see here at all", "Completely different"]
+    assert overlaps_held_out(texts, held).tolist() == [True, False, True]
+
+
+# ---------------------------------------------------------------------------------------------- shipped data files
+@pytest.fixture(scope="module")
+def shipped() -> tuple[pd.DataFrame, pd.DataFrame]:
+    if not TEXTS.exists() or not RTP.exists():
+        pytest.fail(f"shipped data missing: {TEXTS} / {RTP} (rebuild with workflow_scripts/build_text_data.py)")
+    return pd.read_parquet(TEXTS), pd.read_parquet(RTP)
+
+
+def test_shipped_texts(shipped: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    texts, _ = shipped
+    validate_texts_frame(texts, str(TEXTS))
+    assert list(texts.columns) == ["text", "label", "source", "p_toxic", "n_words"]
+    assert (texts["label"] == 1).sum() == (texts["label"] == 0).sum() > 0
+    assert len(texts) <= 2000
+    assert (texts["text"].str.split().str.len() >= 8).all()
+    assert (texts["text"].str.split().str.len() == texts["n_words"]).all()
+    assert (texts["label"] == (texts["p_toxic"] >= 0.5).astype(int)).all()
+    assert texts["p_toxic"].between(0, 1).all()
+    assert not texts["text"].map(normalise_key).duplicated().any()
+    assert (texts["text"] == texts["text"].map(normalise_whitespace)).all()
+    assert TEXTS.stat().st_size < 1_000_000 and RTP.stat().st_size < 1_000_000
+    # the source mix is mirrored across labels
+    by = texts.groupby(["source", "label"]).size().unstack(fill_value=0)
+    assert (by[0] >= by[1]).all() or (by[0] == by[1]).all()
+
+
+def test_shipped_texts_disjoint_from_held_out_rtp(shipped: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    texts, rtp = shipped
+    assert list(rtp.columns) == ["prompt", "categories", "source", "p_toxic_prompt"]
+    assert len(rtp) > 0 and not rtp["prompt"].duplicated().any()
+    held = [normalise_key(p) for p in rtp["prompt"]]
+    held_set = set(held)
+    for text in texts["text"]:
+        key = normalise_key(text)
+        assert key not in held_set
+        assert not any(h in key for h in held), text
+
+
+def test_every_source_in_data_md(shipped: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    texts, _ = shipped
+    doc = DATA_MD.read_text(encoding="utf-8")
+    for source in texts["source"].unique():
+        assert f"| {source} |" in doc and f"`{source}`" in doc, source
