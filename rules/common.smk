@@ -1,4 +1,4 @@
-# Helpers shared by the rule files: path resolution, config slices, input checks. No stage logic lives here.
+# Helpers shared by all stages: path resolution, config slices, input checks. No stage logic lives here.
 
 import os
 from pathlib import Path

