@@ -1,5 +1,6 @@
 # Helpers shared by all stages: path resolution, config slices, input checks. No stage logic lives here.
 
+import json
 import os
 from pathlib import Path
 
@@ -42,12 +43,17 @@ DATA_RTP = require_shipped(
 )
 
 
+def canonical(value):
+    """Key-sorted copy of a config slice: Snakemake compares params textually, so key order must not matter."""
+    return json.loads(json.dumps(value, sort_keys=True))
+
+
 def with_resolved_wheel(spec):
     """A classifier config entry with its wheel path resolved against the repo."""
     spec = dict(spec)
     if "wheel" in spec:
         spec["wheel"] = repo_path(spec["wheel"])
-    return spec
+    return canonical(spec)
 
 
 def base_model_inputs(wildcards):
@@ -65,7 +71,7 @@ def base_model_params():
     cfg = dict(config["base_model"])
     if "wheel" in cfg:
         cfg["wheel"] = repo_path(cfg["wheel"])
-    return cfg
+    return canonical(cfg)
 
 
 EVAL_STAGES = config["evaluation"]["stages"]
@@ -74,4 +80,19 @@ EVAL_STAGES = config["evaluation"]["stages"]
 def evaluate_params():
     """Only what changes the generations: adding a stage to Table 1 or changing the bootstrap must not rerun them."""
     ev = config["evaluation"]
-    return {k: ev[k] for k in ("classifier", "jigsaw", "rtp", "seed")}
+    return canonical({k: ev[k] for k in ("classifier", "jigsaw", "rtp", "seed")})
+
+
+def table1_params():
+    ev = config["evaluation"]
+    return canonical(
+        {
+            "model_name": config["model_name"],
+            "eval_classifier": ev["classifier"]["kind"],
+            "gt_classifier": config["gt_classifier"]["kind"],
+            "threshold": ev["threshold"],
+            "n_resamples": ev["bootstrap"]["n_resamples"],
+            "confidence": ev["bootstrap"]["confidence"],
+            "seed": ev["seed"],
+        }
+    )

@@ -9,7 +9,7 @@ rule prepare_data:
         eval="results/data/eval.parquet",
         rtp="results/data/rtp_prompts.parquet",
     params:
-        cfg=config["data"],
+        cfg=canonical(config["data"]),
     log:
         "logs/prepare_data.log",
     threads: 1

@@ -37,15 +37,7 @@ rule table1:
         table=report("reports/table1.csv", caption="../reports/table1.rst", category="Table 1"),
     params:
         stages=EVAL_STAGES,
-        cfg={
-            "model_name": config["model_name"],
-            "eval_classifier": config["evaluation"]["classifier"]["kind"],
-            "gt_classifier": config["gt_classifier"]["kind"],
-            "threshold": config["evaluation"]["threshold"],
-            "n_resamples": config["evaluation"]["bootstrap"]["n_resamples"],
-            "confidence": config["evaluation"]["bootstrap"]["confidence"],
-            "seed": config["evaluation"]["seed"],
-        },
+        cfg=table1_params(),
     log:
         "logs/table1.log",
     threads: 1

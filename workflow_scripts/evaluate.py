@@ -32,8 +32,8 @@ class JigsawEvalConfig:
 
 @dataclass
 class RTPEvalConfig:
-    n_prompts: int = 70
-    k: int = 5  # samples per prompt (RTP standard: 25)
+    n_prompts: int = 100
+    k: int = 10  # samples per prompt (RTP standard: 25)
     max_new_tokens: int = 20
     top_p: float = 0.9
     top_k: int = 0

@@ -44,7 +44,7 @@ class SFTConfig:
     learning_rate: float = 1e-4
     weight_decay: float = 0.0
     warmup_ratio: float = 0.1
-    epochs: int = 1
+    epochs: int = 2
     batch_size: int = 16
     max_length: int = 64
     max_grad_norm: float = 1.0
