@@ -29,11 +29,11 @@ def test_shipped_configs_are_valid_and_get_defaults(path: Path) -> None:
     ("mutate", "needle"),
     [
         (lambda c: c["sft"].update(learnin_rate=1e-3), "learnin_rate"),
-        (lambda c: c["sft"].update(batch_size="big"), "big"),
-        (lambda c: c["data"].update(eval_fraction=1.5), "1.5"),
-        (lambda c: c["evaluation"]["rtp"].update(k=0), "0"),
+        (lambda c: c["sft"].update(batch_size="big"), "instance['sft']['batch_size']"),
+        (lambda c: c["data"].update(eval_fraction=1.5), "instance['data']['eval_fraction']"),
+        (lambda c: c["evaluation"]["rtp"].update(k=0), "instance['evaluation']['rtp']['k']"),
         (lambda c: c.update(unknown_section={}), "unknown_section"),
-        (lambda c: c["base_model"].update(source="hub"), "hub"),
+        (lambda c: c["base_model"].update(source="hub"), "instance['base_model']['source']"),
     ],
 )
 def test_schema_rejects_bad_values(mutate, needle: str) -> None:
@@ -44,23 +44,23 @@ def test_schema_rejects_bad_values(mutate, needle: str) -> None:
     assert needle in str(err.value)
 
 
-def test_bad_config_fails_before_any_job(tmp_path: Path) -> None:
+def run_with_bad_config(tmp_path: Path, section: str, key: str, value: object) -> str:
+    """Run the whole workflow with one config value changed; it must fail before any job writes a result."""
     cfg = load(TEST_CONFIG)
-    cfg["sft"]["learnin_rate"] = 1e-3
+    cfg[section][key] = value
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(cfg))
     proc = snakemake(tmp_path / "run", configfile=bad, check=False)
     assert proc.returncode != 0
-    assert "learnin_rate" in proc.stderr + proc.stdout
     assert not (tmp_path / "run" / "results").exists()
+    return proc.stderr + proc.stdout
+
+
+def test_bad_config_fails_before_any_job(tmp_path: Path) -> None:
+    assert "learnin_rate" in run_with_bad_config(tmp_path, "sft", "learnin_rate", 1e-3)
 
 
 def test_missing_input_file_is_named(tmp_path: Path) -> None:
-    cfg = load(TEST_CONFIG)
-    cfg["data"]["texts"] = str(tmp_path / "no_such_texts.parquet")
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(cfg))
-    proc = snakemake(tmp_path / "run", configfile=bad, check=False)
-    assert proc.returncode != 0
-    assert "no_such_texts.parquet" in proc.stderr + proc.stdout
-    assert not (tmp_path / "run" / "results").exists()
+    missing = str(tmp_path / "no_such_texts.parquet")
+    out = run_with_bad_config(tmp_path, "data", "texts", missing)
+    assert f"text data set (data.texts) not found: {missing}" in out
