@@ -12,12 +12,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_CONFIG = REPO / ".test" / "config.yaml"
 GT_WHEEL = REPO / "resources" / "wheels" / "toxic_comment_classifier-0.3.0-py3-none-any.whl"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+TINY = {
+    "vocab_size": 400,
+    "hidden_size": 32,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "max_position_embeddings": 96,
+}
 
 
 def snakemake(
@@ -66,3 +75,16 @@ def pipeline_copy(pipeline_run: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "run"
     shutil.copytree(pipeline_run, dst, symlinks=True)
     return dst
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random GPT-NeoX with a BPE tokenizer trained on the shipped texts (seed 3), built once."""
+    from workflow_scripts.base_model import BaseModelConfig, build_base_model
+
+    texts = pd.read_parquet(REPO / "resources" / "jigsaw_style_texts.parquet")["text"].head(300)
+    corpus = tmp_path_factory.mktemp("corpus") / "train.parquet"
+    pd.DataFrame({"text": texts}).to_parquet(corpus)
+    out = tmp_path_factory.mktemp("base") / "model"
+    build_base_model(BaseModelConfig(source="tiny_random", tiny=TINY, seed=3), out, corpus)
+    return out

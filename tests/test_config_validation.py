@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, TEST_CONFIG, snakemake
 from snakemake.utils import validate
+
+from conftest import REPO, TEST_CONFIG, snakemake
 
 SCHEMA = str(REPO / "config.schema.yaml")
 

@@ -6,6 +6,7 @@ import re
 import tomllib
 
 import yaml
+
 from conftest import REPO
 
 PIN = re.compile(r"^([A-Za-z0-9_.\-]+)==([^\s;]+)$")

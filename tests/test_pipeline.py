@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import TEST_CONFIG, snakemake
 
+from conftest import TEST_CONFIG, snakemake
 from workflow_scripts import metrics
 
 PAPER_COLUMNS = [

@@ -41,7 +41,89 @@ class GenerationSettings:
         return kw
 
 
+@dataclass
+class Continuation:
+    """One generated continuation: the (truncated) prompt ids and the response ids up to and including the first
+    stop token (later padding removed), exactly as sampled, so RL code never re-tokenises decoded text."""
+
+    prompt_ids: list[int]
+    response_ids: list[int]
+
+
+def encode_prompts(
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], max_prompt_tokens: int
+) -> list[list[int]]:
+    """Token ids per prompt, cut from the left to the last ``max_prompt_tokens``; an empty prompt becomes EOS."""
+    if len(prompts) == 0:
+        raise ValueError("got an empty prompt list")
+    if any(not isinstance(p, str) for p in prompts):
+        raise TypeError("prompts must be strings")
+    return [
+        tokenizer(p, add_special_tokens=False)["input_ids"][-max_prompt_tokens:] or [tokenizer.eos_token_id]
+        for p in prompts
+    ]
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad id lists into (input_ids, attention_mask)."""
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, ids in enumerate(rows):
+        if ids:
+            input_ids[row, width - len(ids) :] = torch.as_tensor(list(ids), dtype=torch.long)
+            attention[row, width - len(ids) :] = 1
+    return input_ids, attention
+
+
+def _cut_at_stop(ids: list[int], stop_ids: set[int]) -> list[int]:
+    for pos, tok in enumerate(ids):
+        if tok in stop_ids:
+            return ids[: pos + 1]
+    return ids
+
+
 @torch.inference_mode()
+def generate_ids(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    settings: GenerationSettings,
+    seed: int = 0,
+    progress: bool = True,
+    desc: str = "generate",
+) -> list[list[Continuation]]:
+    """Continue every prompt; ``num_return_sequences`` continuations per prompt, in prompt order.
+
+    Sampling is seeded per batch (``seed`` + batch index) so results do not depend on what ran before.
+    """
+    encoded = encode_prompts(tokenizer, prompts, settings.max_prompt_tokens)
+    device = next(model.parameters()).device
+    order = sorted(range(len(prompts)), key=lambda i: (len(encoded[i]), i))
+    k = settings.num_return_sequences
+    results: list[list[Continuation]] = [[] for _ in prompts]
+    stop_list = stop_token_ids(tokenizer, model)
+    stop_set = set(stop_list)
+    pad_id = tokenizer.pad_token_id
+    batches = [order[i : i + settings.batch_size] for i in range(0, len(order), settings.batch_size)]
+    for b, idx in enumerate(tqdm(batches, desc=desc, disable=not progress, mininterval=5)):
+        input_ids, attention = left_pad([encoded[i] for i in idx], pad_id)
+        if settings.do_sample:
+            torch.manual_seed(seed + b)
+        out = model.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention.to(device),
+            num_return_sequences=k,
+            eos_token_id=stop_list,
+            pad_token_id=pad_id,
+            **settings.generate_kwargs(),
+        )
+        new_tokens = out[:, input_ids.shape[1] :].cpu().tolist()
+        for row, i in enumerate(idx):
+            results[i] = [Continuation(encoded[i], _cut_at_stop(new_tokens[row * k + j], stop_set)) for j in range(k)]
+    return results
+
+
 def generate(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -51,45 +133,8 @@ def generate(
     progress: bool = True,
     desc: str = "generate",
 ) -> list[list[str]]:
-    """Continue every prompt; returns ``num_return_sequences`` continuations per prompt, in prompt order.
-
-    Sampling is seeded per batch (``seed`` + batch index) so results do not depend on what ran before.
-    """
-    if len(prompts) == 0:
-        raise ValueError("generate() got an empty prompt list")
-    if any(not isinstance(p, str) for p in prompts):
-        raise TypeError("prompts must be strings")
-    device = next(model.parameters()).device
-    encoded = [
-        tokenizer(p, add_special_tokens=False)["input_ids"][-settings.max_prompt_tokens :] or [tokenizer.eos_token_id]
-        for p in prompts
+    """Like :func:`generate_ids`, decoded to text (special tokens such as EOS dropped)."""
+    conts = generate_ids(model, tokenizer, prompts, settings, seed=seed, progress=progress, desc=desc)
+    return [
+        tokenizer.batch_decode([c.response_ids for c in per_prompt], skip_special_tokens=True) for per_prompt in conts
     ]
-    order = sorted(range(len(prompts)), key=lambda i: (len(encoded[i]), i))
-    k = settings.num_return_sequences
-    results: list[list[str]] = [[] for _ in prompts]
-    stop_ids = stop_token_ids(tokenizer, model)
-    pad_id = tokenizer.pad_token_id
-    batches = [order[i : i + settings.batch_size] for i in range(0, len(order), settings.batch_size)]
-    for b, idx in enumerate(tqdm(batches, desc=desc, disable=not progress, mininterval=5)):
-        width = max(len(encoded[i]) for i in idx)
-        input_ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):
-            ids = encoded[i]
-            input_ids[row, width - len(ids) :] = torch.tensor(ids)
-            attention[row, width - len(ids) :] = 1
-        if settings.do_sample:
-            torch.manual_seed(seed + b)
-        out = model.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention.to(device),
-            num_return_sequences=k,
-            eos_token_id=stop_ids,
-            pad_token_id=pad_id,
-            **settings.generate_kwargs(),
-        )
-        new_tokens = out[:, width:].cpu()
-        texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-        for row, i in enumerate(idx):
-            results[i] = texts[row * k : (row + 1) * k]
-    return results

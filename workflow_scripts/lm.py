@@ -130,3 +130,54 @@ def freeze_bottom_layers(model: PreTrainedModel, num_layers_unfrozen: int) -> di
     n_train = sum(p.numel() for p in params if p.requires_grad)
     n_total = sum(p.numel() for p in params)
     return {"trainable_parameters": n_train, "total_parameters": n_total, "num_layers_unfrozen": num_layers_unfrozen}
+
+
+def _block_and_norm_attrs(model: PreTrainedModel) -> tuple[str, str]:
+    base = model.base_model
+    block_attr = next(a for a in ("layers", "h", "blocks") if isinstance(getattr(base, a, None), torch.nn.ModuleList))
+    norm_attr = next(
+        a for a in ("norm", "final_layer_norm", "ln_f") if isinstance(getattr(base, a, None), torch.nn.Module)
+    )
+    return block_attr, norm_attr
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that ignore left padding (what ``generate`` uses), so scores match the sampling distribution."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def run_blocks(
+    model: PreTrainedModel,
+    blocks: torch.nn.ModuleList,
+    norm: torch.nn.Module | None,
+    attention_mask: torch.Tensor,
+    input_ids: torch.Tensor | None = None,
+    hidden: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Run a contiguous range of transformer blocks of ``model`` (optionally followed by a final norm).
+
+    Start either from token ids (embedding first) or from the hidden states a previous range returned. This is how a
+    frozen bottom is computed once and cached while only the top blocks are re-run (trlx's "hydra" trick); ``blocks``
+    may also be a frozen copy of the top (the reference model's branch). Supports models whose embedding output is the
+    first block's input unchanged (Llama, GPT-NeoX/Pythia; *not* GPT-2's learned position embeddings):
+    ``tests/test_ppo.py`` checks that bottom + top equals the full forward.
+    """
+    if (input_ids is None) == (hidden is None):
+        raise ValueError("pass exactly one of input_ids or hidden")
+    base = model.base_model
+    block_attr, norm_attr = _block_and_norm_attrs(model)
+    old_blocks, old_norm = getattr(base, block_attr), getattr(base, norm_attr)
+    setattr(base, block_attr, blocks)
+    setattr(base, norm_attr, norm if norm is not None else torch.nn.Identity())
+    try:
+        out = base(
+            input_ids=input_ids,
+            inputs_embeds=hidden,
+            attention_mask=attention_mask,
+            position_ids=position_ids_from_mask(attention_mask),
+            use_cache=False,
+        )
+    finally:
+        setattr(base, block_attr, old_blocks)
+        setattr(base, norm_attr, old_norm)
+    return out.last_hidden_state

@@ -1,0 +1,246 @@
+"""PPO: the math on hand-checkable cases, and the trainer on a real tiny model (freezing, resume, reward contract)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from workflow_scripts.lm import final_norm, load_causal_lm, position_ids_from_mask, run_blocks, transformer_blocks
+from workflow_scripts.ppo import (
+    AdaptiveKLController,
+    PPOConfig,
+    PPOTrainer,
+    RunningMoments,
+    gae_advantages,
+    kl_penalised_rewards,
+    masked_whiten,
+    ppo_losses,
+)
+from workflow_scripts.rewards import GTToxicityReward
+from workflow_scripts.toxicity import GTBiLSTMScorer
+
+TIMING = ("rollout_seconds", "update_seconds", "rollout_tokens_per_s", "update_samples_per_s", "tokens_per_s")
+
+
+# ------------------------------------------------------------------------------------------------ math
+def test_gae_by_hand() -> None:
+    rewards = torch.tensor([[1.0, 0.0, 2.0]])
+    values = torch.tensor([[0.5, 0.5, 0.5]])
+    mask = torch.ones(1, 3)
+    adv, ret = gae_advantages(values, rewards, mask, gamma=1.0, lam=1.0)
+    # lam = gamma = 1: A_t = (sum of future rewards) - V_t = [3, 2, 2] - 0.5
+    assert torch.allclose(adv, torch.tensor([[2.5, 1.5, 1.5]]))
+    assert torch.allclose(ret, torch.tensor([[3.0, 2.0, 2.0]]))
+    adv0, _ = gae_advantages(values, rewards, mask, gamma=1.0, lam=0.0)
+    # lam = 0: one-step TD errors r_t + V_{t+1} - V_t, with V after the last token = 0
+    assert torch.allclose(adv0, torch.tensor([[1.0, 0.0, 1.5]]))
+    adv_g, _ = gae_advantages(values, rewards, mask, gamma=0.5, lam=1.0)
+    # discounted: A_2 = 2 - .5; A_1 = 0 + .5*2 - .5; A_0 = 1 + .5*0 + .25*2 - .5
+    assert torch.allclose(adv_g, torch.tensor([[1.0, 0.5, 1.5]]))
+
+
+def test_gae_ignores_padding() -> None:
+    rewards = torch.tensor([[1.0, 2.0, 99.0]])
+    values = torch.tensor([[0.0, 1.0, 99.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    adv, ret = gae_advantages(values, rewards, mask, gamma=1.0, lam=1.0)
+    assert torch.allclose(adv, torch.tensor([[3.0, 1.0, 0.0]]))
+    assert torch.allclose(ret, torch.tensor([[3.0, 2.0, 0.0]]))
+
+
+def test_kl_penalty_and_score_placement() -> None:
+    logp = torch.tensor([[-1.0, -2.0, -3.0], [-1.0, -1.0, -1.0]])
+    ref = torch.tensor([[-1.5, -2.0, -2.0], [-1.0, -2.0, -1.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    rewards, kl = kl_penalised_rewards(torch.tensor([10.0, 20.0]), logp, ref, mask, kl_coef=0.1)
+    assert torch.allclose(kl, torch.tensor([[0.5, 0.0, -1.0], [0.0, 1.0, 0.0]]))
+    # -0.1 * kl everywhere, score on the last *real* token of each row
+    assert torch.allclose(rewards, torch.tensor([[-0.05, 0.0, 10.1], [0.0, 19.9, 0.0]]))
+
+
+def test_policy_clipping_by_hand() -> None:
+    one = torch.ones(1, 1)
+    ratio = 1.5
+    logp = torch.full((1, 1), math.log(ratio))
+    args = dict(
+        values=0 * one, old_values=0 * one, returns=0 * one, mask=one, cliprange=0.2, cliprange_value=0.2, vf_coef=1.0
+    )
+    # positive advantage: the gain is capped at (1 + clip) * A
+    loss, stats = ppo_losses(logp, old_logprobs=0 * one, advantages=one, **args)
+    assert stats["policy_loss"] == pytest.approx(-1.2) and stats["clipfrac"] == 1.0
+    # negative advantage: the pessimistic (unclipped) term wins
+    _, stats = ppo_losses(logp, old_logprobs=0 * one, advantages=-one, **args)
+    assert stats["policy_loss"] == pytest.approx(1.5)
+    # inside the trust region: plain ratio * A
+    _, stats = ppo_losses(torch.full((1, 1), math.log(1.1)), old_logprobs=0 * one, advantages=one, **args)
+    assert stats["policy_loss"] == pytest.approx(-1.1) and stats["clipfrac"] == 0.0
+
+
+def test_value_clipping_by_hand() -> None:
+    one = torch.ones(1, 1)
+    _, stats = ppo_losses(
+        0 * one,
+        values=one,
+        old_logprobs=0 * one,
+        old_values=0 * one,
+        advantages=0 * one,
+        returns=one,
+        mask=one,
+        cliprange=0.2,
+        cliprange_value=0.2,
+        vf_coef=1.0,
+    )
+    # unclipped error 0, clipped value 0.2 has error 0.8^2; the max is taken: 0.5 * 0.64
+    assert stats["value_loss"] == pytest.approx(0.32)
+
+
+def test_whitening_uses_only_masked_entries() -> None:
+    x = torch.tensor([[1.0, 3.0, 1000.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    w = masked_whiten(x, mask)
+    assert torch.allclose(w[0, :2], torch.tensor([-1.0, 1.0]), atol=1e-4)
+
+
+def test_adaptive_kl_controller() -> None:
+    ctl = AdaptiveKLController(0.1, target=2.0, horizon=100)
+    ctl.update(current_kl=10.0, n_steps=10)  # far above target: error clipped to +0.2
+    assert ctl.value == pytest.approx(0.1 * (1 + 0.2 * 10 / 100))
+    ctl.update(current_kl=1.5, n_steps=10)  # below target: error -0.25 -> clipped -0.2
+    assert ctl.value == pytest.approx(0.1 * 1.02 * 0.98)
+
+
+def test_running_moments_match_numpy() -> None:
+    rng = np.random.default_rng(0)
+    chunks = [rng.normal(2.0, 3.0, size=n) for n in (5, 17, 8)]
+    rm = RunningMoments()
+    for c in chunks:
+        rm.update(torch.tensor(c))
+    allx = np.concatenate(chunks)
+    assert rm.mean == pytest.approx(allx.mean())
+    assert rm.std == pytest.approx(allx.std(ddof=1))
+
+
+# ------------------------------------------------------------------------------------------------ trainer
+def tiny_cfg(**kw) -> PPOConfig:
+    base = dict(
+        total_steps=8,
+        num_rollouts=8,
+        chunk_size=8,
+        ppo_epochs=2,
+        batch_size=4,
+        num_layers_unfrozen=1,
+        learning_rate=1e-3,
+        max_new_tokens=6,
+        checkpoint_interval=1,
+        seed=5,
+    )
+    base.update(kw)
+    return PPOConfig(**base)
+
+
+PROMPTS = [f"prompt number {i} says that the weather is" for i in range(12)]
+
+
+def length_reward(prompts, completions) -> torch.Tensor:
+    """A simple, real reward: prefer completions with more characters (the trainer must not care what it is)."""
+    return torch.tensor([len(c) / 10 for c in completions], dtype=torch.float32)
+
+
+def test_layer_split_equals_full_forward(tiny_model_dir: Path) -> None:
+    model, tok = load_causal_lm(tiny_model_dir)
+    enc = tok(["a short one", "and a considerably longer prompt here"], return_tensors="pt", padding=True)
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    blocks = transformer_blocks(model)
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits
+        h = run_blocks(model, torch.nn.ModuleList(blocks[:2]), None, mask, input_ids=ids)
+        top = run_blocks(model, torch.nn.ModuleList(blocks[2:]), final_norm(model), mask, hidden=h)
+    assert torch.equal(model.get_output_embeddings()(top), full)
+
+
+def test_frozen_layers_stay_frozen_and_reference_is_fixed(tiny_model_dir: Path) -> None:
+    model, tok = load_causal_lm(tiny_model_dir)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = PPOTrainer(tiny_cfg(), model, tok, length_reward, PROMPTS)
+    ref_before = {k: v.clone() for k, v in trainer.ref_top.state_dict().items()}
+    log = trainer.train()
+    assert len(log) == 2 and trainer.step == 8
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(
+        k.startswith(("gpt_neox.layers.2.", "gpt_neox.final_layer_norm", "lm_head")) for k in changed
+    )
+    assert all(torch.equal(v, trainer.ref_top.state_dict()[k]) for k, v in ref_before.items())
+    # the reference branch still reproduces the untouched SFT model
+    assert torch.equal(
+        before["gpt_neox.layers.2.mlp.dense_h_to_4h.weight"], trainer.ref_top.state_dict()["0.mlp.dense_h_to_4h.weight"]
+    )
+
+
+def test_resume_reaches_the_same_weights_and_log(tiny_model_dir: Path, tmp_path: Path) -> None:
+    cfg = tiny_cfg(total_steps=16)  # 4 iterations
+    model_a, tok = load_causal_lm(tiny_model_dir)
+    straight = PPOTrainer(cfg, model_a, tok, length_reward, PROMPTS)
+    log_a = straight.train(tmp_path / "a")
+
+    model_b, _ = load_causal_lm(tiny_model_dir)
+    killed = PPOTrainer(cfg, model_b, tok, length_reward, PROMPTS)
+    killed.train(tmp_path / "b", stop_after=2)  # "killed" after 2 iterations (checkpoint written at 2)
+    del killed, model_b
+    model_c, _ = load_causal_lm(tiny_model_dir)
+    resumed = PPOTrainer(cfg, model_c, tok, length_reward, PROMPTS)
+    log_c = resumed.train(tmp_path / "b")
+    assert resumed.step == straight.step == 16
+    state_a, state_c = straight.trainable_state(), resumed.trainable_state()
+    assert state_a.keys() == state_c.keys() and all(torch.equal(state_a[k], state_c[k]) for k in state_a)
+    assert all(torch.equal(v, resumed.value_head.state_dict()[k]) for k, v in straight.value_head.state_dict().items())
+    pd.testing.assert_frame_equal(log_a.drop(columns=list(TIMING)), log_c.drop(columns=list(TIMING)))
+    # and a different seed gives a different run
+    model_d, _ = load_causal_lm(tiny_model_dir)
+    other = PPOTrainer(tiny_cfg(total_steps=16, seed=6), model_d, tok, length_reward, PROMPTS)
+    other.train()
+    assert not all(torch.equal(state_a[k], other.trainable_state()[k]) for k in state_a)
+
+
+def test_nan_reward_stops_and_keeps_last_good_checkpoint(tiny_model_dir: Path, tmp_path: Path) -> None:
+    calls = {"n": 0}
+
+    def flaky(prompts, completions):
+        calls["n"] += 1
+        return torch.full((len(completions),), float("nan") if calls["n"] == 3 else 1.0)
+
+    model, tok = load_causal_lm(tiny_model_dir)
+    trainer = PPOTrainer(tiny_cfg(total_steps=16), model, tok, flaky, PROMPTS)
+    with pytest.raises(FloatingPointError, match="NaN/inf .* iteration 2"):
+        trainer.train(tmp_path)
+    saved = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert saved["iteration"] == 2
+
+
+def test_reward_contract_errors(tiny_model_dir: Path) -> None:
+    model, tok = load_causal_lm(tiny_model_dir)
+    trainer = PPOTrainer(tiny_cfg(), model, tok, lambda p, c: torch.zeros(len(c) + 1), PROMPTS)
+    with pytest.raises(ValueError, match="returned 9 scores for 8 completions"):
+        trainer.train()
+    with pytest.raises(ValueError, match="prompt set is empty"):
+        PPOTrainer(tiny_cfg(), model, tok, length_reward, [])
+
+
+def test_gt_toxicity_reward(gt_wheel: Path) -> None:
+    scorer = GTBiLSTMScorer(str(gt_wheel))
+    prompts = ["You are such a", "The weather today"]
+    refs = [" stupid worthless idiot and I hate you", " is sunny and warm"]
+    reward = GTToxicityReward.from_pairs(scorer, prompts, refs)
+    completions = [" kind and thoughtful person", " is sunny and warm"]
+    got = reward(prompts, completions)
+    expected = scorer.p_toxic(refs) - scorer.p_toxic(completions)
+    assert got.dtype == torch.float32 and got.shape == (2,)
+    assert torch.allclose(got, torch.tensor(expected, dtype=torch.float32))
+    assert got[0] > 0.5 and got[1] == pytest.approx(0.0, abs=1e-6)  # detoxified vs. identical continuation
+    with pytest.raises(KeyError, match="no reference continuation"):
+        reward(["unknown prompt"], ["x"])

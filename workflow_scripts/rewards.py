@@ -1,0 +1,62 @@
+"""Reward callables for PPO: ``rewards(prompts, completions) -> torch.Tensor`` of one float per completion.
+
+The contract (checked by ``check_reward_output``): as many finite scores as completions, higher = better. The
+ground-truth reward of the paper is P_toxic(reference continuation) - P_toxic(completion) under the GT classifier:
+positive when the policy continues a prompt less toxically than the original text did.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from workflow_scripts.toxicity import ToxicityScorer
+
+LOG = logging.getLogger("irl_llms.rewards")
+
+
+def check_reward_output(
+    scores: torch.Tensor | np.ndarray | Sequence[float], n: int, name: str = "reward"
+) -> torch.Tensor:
+    """Coerce to a 1-D float tensor and enforce the contract, naming what is wrong."""
+    out = torch.as_tensor(np.asarray(scores, dtype=np.float32)).reshape(-1)
+    if out.numel() != n:
+        raise ValueError(f"{name} returned {out.numel()} scores for {n} completions")
+    if not torch.isfinite(out).all():
+        raise FloatingPointError(f"{name} returned NaN/inf for {int((~torch.isfinite(out)).sum())} of {n} completions")
+    return out
+
+
+class GTToxicityReward:
+    """P_toxic(reference continuation of the prompt) - P_toxic(completion); reference scores are cached."""
+
+    def __init__(self, scorer: ToxicityScorer, references: Mapping[str, str]) -> None:
+        if not references:
+            raise ValueError("GT reward needs at least one (prompt, reference continuation) pair")
+        self.scorer = scorer
+        self.references = dict(references)
+        prompts = list(self.references)
+        self._ref_p = dict(zip(prompts, scorer.p_toxic([self.references[p] for p in prompts]), strict=True))
+
+    @classmethod
+    def from_pairs(cls, scorer: ToxicityScorer, prompts: Sequence[str], references: Sequence[str]) -> GTToxicityReward:
+        table: dict[str, str] = {}
+        for p, r in zip(prompts, references, strict=True):
+            if p in table and table[p] != r:
+                LOG.warning("prompt %r has several reference continuations; keeping the first", p[:60])
+                continue
+            table[p] = r
+        return cls(scorer, table)
+
+    def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> torch.Tensor:
+        if len(prompts) != len(completions):
+            raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+        unknown = [p for p in prompts if p not in self._ref_p]
+        if unknown:
+            raise KeyError(f"GT reward has no reference continuation for prompt {unknown[0][:80]!r}")
+        ref = np.array([self._ref_p[p] for p in prompts], dtype=np.float64)
+        gen = self.scorer.p_toxic(list(completions))
+        return check_reward_output(ref - gen, len(prompts), "GT toxicity reward")
