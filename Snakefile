@@ -17,10 +17,14 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/base.smk"
 include: "rules/sft.smk"
+include: "rules/rlhf.smk"
+include: "rules/demonstrations.smk"
 include: "rules/evaluate.smk"
 
 
 rule all:
     input:
         "reports/table1.csv",
+        "results/demonstrations/train.parquet",
+        "results/demonstrations/eval.parquet",
     default_target: True

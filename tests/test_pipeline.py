@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from conftest import TEST_CONFIG, snakemake
@@ -36,7 +37,7 @@ def planned_jobs(dry_run_stdout: str) -> dict[str, int]:
 
 def test_table1_rows_match_generations(pipeline_run: Path) -> None:
     table = pd.read_csv(pipeline_run / "reports" / "table1.csv")
-    assert table["stage"].tolist() == ["base", "sft"]
+    assert table["stage"].tolist() == ["base", "sft", "rlhf"]
     test_cfg = yaml.safe_load(TEST_CONFIG.read_text())
     for _, row in table.iterrows():
         gens = pd.read_parquet(pipeline_run / "results" / "eval" / f"{row['stage']}.parquet")
@@ -81,7 +82,16 @@ def test_sft_change_reruns_only_its_descendants(pipeline_copy: Path, tmp_path: P
     changed = tmp_path / "config.yaml"
     changed.write_text(yaml.safe_dump(cfg))
     jobs = planned_jobs(snakemake(pipeline_copy, "-n", configfile=changed).stdout)
-    assert jobs == {"sft": 1, "evaluate": 1, "table1": 1, "all": 1}
+    assert jobs == {"sft": 1, "rlhf": 1, "evaluate": 2, "demonstrations": 1, "table1": 1, "all": 1}
+
+
+def test_rlhf_change_reruns_only_its_descendants(pipeline_copy: Path, tmp_path: Path) -> None:
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    cfg["rlhf"]["init_kl_coef"] = 0.2
+    changed = tmp_path / "config.yaml"
+    changed.write_text(yaml.safe_dump(cfg))
+    jobs = planned_jobs(snakemake(pipeline_copy, "-n", configfile=changed).stdout)
+    assert jobs == {"rlhf": 1, "evaluate": 1, "demonstrations": 1, "table1": 1, "all": 1}
 
 
 def test_bootstrap_change_reruns_only_the_table(pipeline_copy: Path, tmp_path: Path) -> None:
@@ -98,13 +108,61 @@ def test_two_runs_give_identical_results(pipeline_run: Path, tmp_path: Path) -> 
     snakemake(second)
     first_table = (pipeline_run / "reports" / "table1.csv").read_bytes()
     assert (second / "reports" / "table1.csv").read_bytes() == first_table
-    for stage in ("base", "sft"):
-        a = pd.read_parquet(pipeline_run / "results" / "eval" / f"{stage}.parquet")
-        b = pd.read_parquet(second / "results" / "eval" / f"{stage}.parquet")
+    artifacts = [f"eval/{stage}.parquet" for stage in ("base", "sft", "rlhf")]
+    artifacts += ["demonstrations/train.parquet", "demonstrations/eval.parquet"]
+    for rel in artifacts:
+        a = pd.read_parquet(pipeline_run / "results" / rel)
+        b = pd.read_parquet(second / "results" / rel)
         pd.testing.assert_frame_equal(a, b)
+    ppo_timing = ["rollout_seconds", "update_seconds", "rollout_tokens_per_s", "update_samples_per_s", "tokens_per_s"]
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(pipeline_run / "results" / "rlhf" / "train_log.parquet").drop(columns=ppo_timing),
+        pd.read_parquet(second / "results" / "rlhf" / "train_log.parquet").drop(columns=ppo_timing),
+    )
     # the SFT really trained: its loss went down and its generations differ from the base model's
     log = pd.read_parquet(pipeline_run / "results" / "sft" / "train_log.parquet")
     assert log["loss"].tail(4).mean() < log["loss"].head(4).mean()
     base = pd.read_parquet(pipeline_run / "results" / "eval" / "base.parquet")
     sft = pd.read_parquet(pipeline_run / "results" / "eval" / "sft.parquet")
     assert not np.array_equal(base["generation"].to_numpy(), sft["generation"].to_numpy())
+
+
+def test_demonstrations_schema_and_scores(pipeline_run: Path, gt_wheel: Path) -> None:
+    from workflow_scripts.demonstrations import DEMO_COLUMNS
+    from workflow_scripts.toxicity import GTBiLSTMScorer
+
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())["demonstrations"]
+    scorer = GTBiLSTMScorer(str(gt_wheel))
+    for split, n in (("train", cfg["n_train"]), ("eval", cfg["n_eval"])):
+        demo = pd.read_parquet(pipeline_run / "results" / "demonstrations" / f"{split}.parquet")
+        prompts = pd.read_parquet(pipeline_run / "results" / "data" / f"{split}.parquet")
+        assert list(demo.columns) == DEMO_COLUMNS
+        assert len(demo) == n and demo["prompt_id"].is_unique
+        assert set(demo["prompt_id"]) <= set(prompts["id"])  # eval pairs never come from training prompts
+        assert demo["label"].sum() == n // 2  # stratified by the source text's label
+        assert (demo["expert_model"].str.endswith("rlhf/model")).all()
+        assert (demo["non_expert_model"].str.endswith(f"{cfg['non_expert']}/model")).all()
+        assert (demo["max_new_tokens"] == cfg["max_new_tokens"]).all() and (demo["decoding"] == "greedy").all()
+        assert (demo["expert"] != demo["non_expert"]).any()
+        np.testing.assert_allclose(demo["gt_toxicity_expert"], scorer.p_toxic(demo["expert"].tolist()), atol=1e-6)
+        np.testing.assert_allclose(
+            demo["gt_toxicity_non_expert"], scorer.p_toxic(demo["non_expert"].tolist()), atol=1e-6
+        )
+
+
+def test_rlhf_checkpoint_is_loadable_with_provenance(pipeline_run: Path) -> None:
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    model_dir = pipeline_run / "results" / "rlhf" / "model"
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    sft = AutoModelForCausalLM.from_pretrained(pipeline_run / "results" / "sft" / "model")
+    prov = json.loads((model_dir / "provenance.json").read_text())
+    assert prov["stage"] == "rlhf" and prov["optimizer_steps"] == 12 and prov["git_revision"]
+    assert (model_dir / "value_head.safetensors").exists()
+    assert not (pipeline_run / "results" / "rlhf" / "checkpoints").exists()  # removed after success
+    # only the top block (+ norm, + untied head) moved away from SFT
+    a, b = model.state_dict(), sft.state_dict()
+    moved = {k for k in a if not torch.equal(a[k], b[k])}
+    assert moved and all(k.startswith(("gpt_neox.layers.1.", "gpt_neox.final_layer_norm", "lm_head")) for k in moved)

@@ -1,0 +1,26 @@
+rule demonstrations:
+    """Greedy completions of the train and eval prompts by the expert (RLHF) and the non-expert (SFT or base)."""
+    input:
+        expert="results/rlhf/model",
+        non_expert=f"results/{config['demonstrations']['non_expert']}/model",
+        train="results/data/train.parquet",
+        eval="results/data/eval.parquet",
+    output:
+        train="results/demonstrations/train.parquet",
+        eval="results/demonstrations/eval.parquet",
+    params:
+        cfg=canonical(config["demonstrations"]),
+        gt_classifier=with_resolved_wheel(config["gt_classifier"]),
+    log:
+        "logs/demonstrations.log",
+    benchmark:
+        "results/benchmarks/demonstrations.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=1,
+    conda:
+        "../envs/pipeline.yaml"
+    script:
+        "../workflow_scripts/demonstrations.py"

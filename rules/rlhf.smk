@@ -1,0 +1,25 @@
+rule rlhf:
+    """PPO from the SFT checkpoint against the GT toxicity reward; resumes from results/rlhf/checkpoints/ if killed."""
+    input:
+        sft="results/sft/model",
+        train="results/data/train.parquet",
+    output:
+        model=directory("results/rlhf/model"),
+        log="results/rlhf/train_log.parquet",
+    params:
+        cfg=canonical(config["rlhf"]),
+        gt_classifier=with_resolved_wheel(config["gt_classifier"]),
+        checkpoint_dir="results/rlhf/checkpoints",
+    log:
+        "logs/rlhf.log",
+    benchmark:
+        "results/benchmarks/rlhf.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=1,
+    conda:
+        "../envs/pipeline.yaml"
+    script:
+        "../workflow_scripts/rlhf.py"
