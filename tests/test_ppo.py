@@ -244,3 +244,16 @@ def test_gt_toxicity_reward(gt_wheel: Path) -> None:
     assert got[0] > 0.5 and got[1] == pytest.approx(0.0, abs=1e-6)  # detoxified vs. identical continuation
     with pytest.raises(KeyError, match="no reference continuation"):
         reward(["unknown prompt"], ["x"])
+
+
+def test_checkpoint_of_another_policy_is_not_resumed(tiny_model_dir: Path, tmp_path: Path) -> None:
+    model, tok = load_causal_lm(tiny_model_dir)
+    PPOTrainer(tiny_cfg(), model, tok, length_reward, PROMPTS).train(tmp_path, stop_after=1)
+    other, _ = load_causal_lm(tiny_model_dir)
+    with torch.no_grad():
+        transformer_blocks(other)[0].mlp.dense_h_to_4h.weight.add_(0.01)  # a different initial policy
+    fresh = PPOTrainer(tiny_cfg(), other, tok, length_reward, PROMPTS)
+    assert not fresh.load_checkpoint(tmp_path / "last.pt")
+    assert fresh.iteration == 0
+    same, _ = load_causal_lm(tiny_model_dir)
+    assert PPOTrainer(tiny_cfg(), same, tok, length_reward, PROMPTS).load_checkpoint(tmp_path / "last.pt")

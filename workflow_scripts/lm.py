@@ -181,3 +181,17 @@ def run_blocks(
         setattr(base, block_attr, old_blocks)
         setattr(base, norm_attr, old_norm)
     return out.last_hidden_state
+
+
+def model_fingerprint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> str:
+    """Hash of the weights, config and vocabulary: identifies exactly which checkpoint (and tokenizer) a run used."""
+    import hashlib
+    import json
+
+    h = hashlib.sha1()
+    h.update(json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode())
+    h.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]

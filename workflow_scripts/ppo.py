@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from workflow_scripts.common import atomic_path
 from workflow_scripts.generation import Continuation, GenerationSettings, generate_ids
-from workflow_scripts.lm import final_norm, freeze_bottom_layers, run_blocks, transformer_blocks
+from workflow_scripts.lm import final_norm, freeze_bottom_layers, model_fingerprint, run_blocks, transformer_blocks
 from workflow_scripts.rewards import check_reward_output
 
 LOG = logging.getLogger("irl_llms.ppo")
@@ -301,6 +301,8 @@ class PPOTrainer:
         self.cfg, self.model, self.tokenizer, self.reward_fn = cfg, model, tokenizer, reward_fn
         self.prompts = list(prompts)
         self.device = next(model.parameters()).device
+        # identifies the initial policy (= the reference): a checkpoint of another model or tokenizer is never resumed
+        self.init_fingerprint = model_fingerprint(model, tokenizer)
         torch.manual_seed(cfg.seed)
         model.eval()  # dropout off: rollout and update log-probs must come from the same distribution
         self.freeze_summary = freeze_bottom_layers(model, cfg.num_layers_unfrozen)
@@ -484,6 +486,7 @@ class PPOTrainer:
     def save_checkpoint(self, path: str | Path) -> None:
         state = {
             "fingerprint": self.cfg.fingerprint(),
+            "init_fingerprint": self.init_fingerprint,
             "iteration": self.iteration,
             "step": self.step,
             "model": self.trainable_state(),
@@ -503,6 +506,9 @@ class PPOTrainer:
         state = torch.load(path, map_location=self.device, weights_only=False)
         if state["fingerprint"] != self.cfg.fingerprint():
             LOG.warning("checkpoint %s is from a different PPO config; starting from scratch", path)
+            return False
+        if state["init_fingerprint"] != self.init_fingerprint:
+            LOG.warning("checkpoint %s started from another policy/tokenizer; starting from scratch", path)
             return False
         missing = self.model.load_state_dict(state["model"], strict=False)
         if missing.unexpected_keys:
