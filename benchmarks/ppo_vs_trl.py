@@ -14,9 +14,20 @@ settings, reward callable, fp32 on CPU, ``--threads`` torch threads, the same tr
     one generation batch of ``--num-rollouts`` completions followed by ``--ppo-epochs`` passes over it in minibatches
     of ``--batch-size`` (TRL: ``generation_batch_size``, ``num_iterations``, ``per_device_train_batch_size``).
 
+Both get the same reward object: ``1 - P_toxic(completion)`` under the GT BiLSTM toxicity classifier
+(``--gt-wheel``), wrapped for TRL as a reward function ``(prompts, completions, **kw) -> list[float]``.
+
 trl 1.16.0 ships no PPO trainer: ``PPOTrainer`` is gone from ``trl`` and ``trl.experimental`` has no ``ppo`` module
 (checked in the 1.16.0 wheel). ``RLOOTrainer`` is the closest: on-policy sampling with ``model.generate``, a frozen
 reference model for a KL penalty, and several clipped-ratio (PPO-style) passes over each generation batch.
+
+Trainable layers: TRL has no layer-freezing option, but its HF Trainer optimises only ``requires_grad`` parameters,
+so ``workflow_scripts.lm.freeze_bottom_layers`` is applied to TRL's model too and both train exactly the same
+parameters (checked: the count in TRL's optimizer is printed in the mismatch list). For an all-layers comparison pass
+``--num-layers-unfrozen <number of blocks>`` (30 for SmolLM2-135M).
+
+trl is not a pipeline dependency (extra ``bench`` in pyproject.toml); install it beside the pins with
+``.venv/bin/pip install --no-deps trl==1.16.0`` (all its requirements are already pinned; ``pip check`` stays clean).
 
 The first iteration of each trainer is a warm-up and is dropped; the printed numbers are medians over the remaining
 ``--iterations`` iterations.
@@ -108,6 +119,7 @@ import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+import warnings  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from importlib import metadata  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -125,10 +137,11 @@ from workflow_scripts.lm import (  # noqa: E402
     final_norm,
     freeze_bottom_layers,
     load_causal_lm,
+    prepare_tokenizer,
     stop_token_ids,
     transformer_blocks,
 )
-from workflow_scripts.ppo import PPOConfig, PPOTrainer, ValueHead  # noqa: E402
+from workflow_scripts.ppo import PPOConfig, PPOTrainer  # noqa: E402
 from workflow_scripts.toxicity import load_scorer  # noqa: E402
 
 GT_WHEEL = "resources/wheels/toxic_comment_classifier-0.3.0-py3-none-any.whl"
@@ -302,7 +315,6 @@ def run_ours(args: argparse.Namespace, prompts: list[str], reward: NonToxicityRe
         "value_head_hidden": 2 * model.config.hidden_size,
         "iterations": iters,
     }
-    assert isinstance(trainer.value_head, ValueHead)
     del trainer, model
     gc.collect()
     return summary
@@ -311,7 +323,7 @@ def run_ours(args: argparse.Namespace, prompts: list[str], reward: NonToxicityRe
 # ============================================================================================ (b) TRL
 def run_trl(args: argparse.Namespace, prompts: list[str], reward: NonToxicityReward) -> dict[str, Any]:
     from datasets import Dataset
-    from transformers import TrainerCallback
+    from transformers import PrinterCallback, TrainerCallback
     from trl import RLOOConfig, RLOOTrainer
 
     torch.manual_seed(args.seed)
@@ -325,10 +337,10 @@ def run_trl(args: argparse.Namespace, prompts: list[str], reward: NonToxicityRew
     rec: dict[str, list[float]] = {"gen_seconds": [], "gen_tokens": [], "phase_seconds": [], "step_seconds": []}
 
     class StepTimer(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+        def on_step_begin(self, args, state, control, **kwargs):
             self.t0 = time.perf_counter()
 
-        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+        def on_step_end(self, args, state, control, **kwargs):
             rec["step_seconds"].append(time.perf_counter() - self.t0)
 
     def trl_reward(prompts: list[str], completions: list[str], **kwargs: Any) -> list[float]:
@@ -342,7 +354,7 @@ def run_trl(args: argparse.Namespace, prompts: list[str], reward: NonToxicityRew
             use_cpu=True,
             bf16=False,
             fp16=False,
-            gradient_checkpointing=False,
+            activation_checkpointing=False,  # TRL's default is True; ours does not checkpoint
             per_device_train_batch_size=args.batch_size,
             gradient_accumulation_steps=1,
             generation_batch_size=args.num_rollouts,
@@ -382,6 +394,7 @@ def run_trl(args: argparse.Namespace, prompts: list[str], reward: NonToxicityRew
             processing_class=tokenizer,
             callbacks=[StepTimer()],
         )
+        trainer.remove_callback(PrinterCallback)  # no end-of-training metrics dump
         # --- instrumentation (instance attributes shadow the methods; TRL's code is unchanged)
         tokenize, generate_turn, gen_and_score = (
             trainer._tokenize_prompts,
@@ -414,9 +427,10 @@ def run_trl(args: argparse.Namespace, prompts: list[str], reward: NonToxicityRew
         trainer._generate_single_turn = timed_generate  # type: ignore[method-assign]
         trainer._generate_and_score_completions = timed_gen_and_score  # type: ignore[method-assign]
 
-        opt_params = sum(p.numel() for g in trainer.create_optimizer().param_groups for p in g["params"])
-        adds_special = len(tokenizer("a")["input_ids"]) != len(tokenizer("a", add_special_tokens=False)["input_ids"])
         trainer.train()
+        checkpointing = bool(getattr(model, "is_activation_checkpointing", False))
+        opt_params = sum(p.numel() for g in trainer.optimizer.param_groups for p in g["params"])
+        adds_special = len(tokenizer("a")["input_ids"]) != len(tokenizer("a", add_special_tokens=False)["input_ids"])
 
     if len(rec["phase_seconds"]) != n_iter or len(rec["step_seconds"]) != n_iter * steps_per_iteration:
         raise RuntimeError(
@@ -454,6 +468,7 @@ def run_trl(args: argparse.Namespace, prompts: list[str], reward: NonToxicityRew
         "stop_token_ids": stop_ids,
         "prompt_tokenisation_adds_special_tokens": bool(adds_special),
         "num_generations": args.trl_num_generations,
+        "activation_checkpointing": checkpointing,
         "iterations": iters,
     }
     del trainer, model
@@ -530,9 +545,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     import transformers
 
     transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=".*is deprecated and will be removed in v6.*", category=FutureWarning)
     print(f"torch threads: {torch.get_num_threads()}; model {args.model}; prompts {args.prompts}", flush=True)
+    load_before = os.getloadavg()
+    if load_before[0] > 0.5:
+        print(
+            f"WARNING: 1-minute load average is {load_before[0]:.2f} before starting: other processes compete for "
+            "the cores and the numbers will be noisy (run on an idle machine)",
+            flush=True,
+        )
 
-    _, tokenizer = load_causal_lm(args.model, device="cpu")
+    from transformers import AutoTokenizer
+
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(args.model))
     prompts = load_prompt_texts(args.prompts, tokenizer, args.max_prompt_tokens)
     reward = NonToxicityReward(args.gt_wheel)
     reward(["warm-up"], ["warm-up"])  # the classifier's first call loads lazily
@@ -548,6 +574,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     m_ours, m_trl = medians(ours), medians(trl_run)
     share = m_ours["update_flop_per_s"] / mm_flops
     mismatches = list(STATIC_MISMATCHES)
+    if trl_run["activation_checkpointing"]:
+        mismatches.append("TRL's model ended up with activation checkpointing enabled (recomputes the forward).")
     if trl_run["prompt_tokenisation_adds_special_tokens"]:
         mismatches.append("TRL's prompt tokenisation adds special tokens (e.g. BOS) that ours does not add.")
     if trl_run["optimizer_parameters"] != ours["trainable_parameters_model"]:
@@ -573,6 +601,36 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         ("  update phase s", m_ours["update_seconds"], m_trl["update_seconds"]),
         ("mean response tokens", m_ours["mean_response_length"], m_trl["mean_response_length"]),
     ]
+    result = {
+        "config": vars(args),
+        "environment": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": metadata.version("transformers"),
+            "trl": metadata.version("trl"),
+            "torch_threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(),
+            "load_average_before": load_before,
+            "load_average_after": os.getloadavg(),
+        },
+        "matmul": {
+            "size": args.matmul_size,
+            "seconds_before": mm_before,
+            "seconds_after": mm_after,
+            "flop_per_s": mm_flops,
+        },
+        "ours": {**ours, "medians": m_ours, "update_flop_share_of_matmul": share},
+        "trl": {**trl_run, "medians": m_trl},
+        "ratios_ours_over_trl": {name.strip(): ratio(a, b) for name, a, b in lines},
+        "mismatches": mismatches,
+        "flops_formula": (
+            "E*[6*N_top*B*S + c_head*V*H*B*R + 6*N_vhead*B*R + 12*L_top*d_attn*B*S^2], c_head = 6 if the output "
+            "layer trains else 4 (see benchmarks/ppo_vs_trl.py docstring)"
+        ),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))  # written before printing: a closed stdout loses nothing
     n_blocks = ours["num_blocks"]
     print()
     print(
@@ -592,34 +650,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for m in mismatches:
         print(f"  - {m}")
 
-    result = {
-        "config": vars(args),
-        "environment": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "transformers": metadata.version("transformers"),
-            "trl": metadata.version("trl"),
-            "torch_threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(),
-        },
-        "matmul": {
-            "size": args.matmul_size,
-            "seconds_before": mm_before,
-            "seconds_after": mm_after,
-            "flop_per_s": mm_flops,
-        },
-        "ours": {**ours, "medians": m_ours, "update_flop_share_of_matmul": share},
-        "trl": {**trl_run, "medians": m_trl},
-        "ratios_ours_over_trl": {name.strip(): ratio(a, b) for name, a, b in lines},
-        "mismatches": mismatches,
-        "flops_formula": (
-            "E*[6*N_top*B*S + c_head*V*H*B*R + 6*N_vhead*B*R + 12*L_top*d_attn*B*S^2], c_head = 6 if the output "
-            "layer trains else 4 (see benchmarks/ppo_vs_trl.py docstring)"
-        ),
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
     print(f"\nwrote {out}")
     return result
 
