@@ -35,6 +35,9 @@ rule table1:
         generations=expand("results/eval/{model}.parquet", model=EVAL_STAGES),
     output:
         table=report("reports/table1.csv", caption="../reports/table1.rst", category="Table 1"),
+        differences=report(
+            "reports/table1_differences.csv", caption="../reports/table1_differences.rst", category="Table 1"
+        ),
     params:
         stages=EVAL_STAGES,
         cfg=table1_params(),

@@ -81,3 +81,38 @@ def test_table1_rejects_missing_protocol(tmp_path) -> None:
     )
     with pytest.raises(ValueError, match="rtp rows 0"):
         build_table1({"sft": path}, TableConfig("m", "a", "b"))
+
+
+def test_paired_differences_by_hand() -> None:
+    idx = pd.Index(["a", "b", "c", "d"], name="prompt_id")
+    a = {"m": pd.Series([0.5, 0.5, 0.5, 0.5], index=idx)}
+    b = {"m": pd.Series([0.4, 0.4, 0.4, 0.4], index=idx)}
+    out = metrics.paired_differences(a, b, n_resamples=300)
+    # a constant per-prompt difference has a degenerate CI at that difference
+    assert out["m"] == pytest.approx(0.1)
+    assert out["m_ci_low"] == pytest.approx(0.1) and out["m_ci_high"] == pytest.approx(0.1)
+    shuffled = {"m": pd.Series([0.4] * 4, index=pd.Index(["d", "c", "b", "a"], name="prompt_id"))}
+    with pytest.raises(ValueError, match="different prompts"):
+        metrics.paired_differences(a, shuffled)
+
+
+def test_differences_table_from_synthetic_generations(tmp_path) -> None:
+    from workflow_scripts.table1 import build_differences
+
+    def frame(jig_scores, rtp_scores):
+        jig = pd.DataFrame({"protocol": "jigsaw", "prompt_id": ["x", "y"], "p_toxic_eval": jig_scores})
+        rtp = pd.DataFrame({"protocol": "rtp", "prompt_id": ["a", "a", "b", "b"], "p_toxic_eval": rtp_scores})
+        out = pd.concat([jig, rtp])
+        out["p_toxic_gt"] = out["p_toxic_eval"]
+        return out
+
+    files = {"sft": tmp_path / "sft.parquet", "rlhf": tmp_path / "rlhf.parquet"}
+    frame([0.9, 0.2], [0.1, 0.8, 0.6, 0.0]).to_parquet(files["sft"])
+    frame([0.3, 0.2], [0.1, 0.2, 0.6, 0.0]).to_parquet(files["rlhf"])
+    diff = build_differences(files, TableConfig("m", "a", "b", n_resamples=200))
+    assert diff["comparison"].tolist() == ["rlhf - sft"]
+    row = diff.iloc[0]
+    assert row["jigsaw_mean_toxicity"] == pytest.approx(-0.3)  # (0.3 - 0.9 + 0) / 2
+    assert row["jigsaw_toxicity_ratio"] == pytest.approx(-0.5)
+    assert row["rtp_expected_max_toxicity"] == pytest.approx(-0.3)  # maxima 0.8 -> 0.2 and 0.6 -> 0.6
+    assert row["rtp_toxicity_probability"] == pytest.approx(-0.5)

@@ -103,3 +103,16 @@ def test_gguf_wheel_becomes_a_plain_checkpoint_with_identical_logits(tmp_path: P
     ids = tok(["The capital of France is"], return_tensors="pt")["input_ids"]
     with torch.inference_mode():
         assert torch.equal(plain(ids).logits, ref(ids).logits)
+
+
+def test_generate_ids_stop_at_the_first_stop_token(tiny_model_dir: Path) -> None:
+    from workflow_scripts.generation import generate_ids
+    from workflow_scripts.lm import stop_token_ids
+
+    model, tok = load_causal_lm(tiny_model_dir)
+    stops = set(stop_token_ids(tok, model))
+    settings = GenerationSettings(max_new_tokens=40, do_sample=True, temperature=2.0, num_return_sequences=8)
+    conts = [c for per in generate_ids(model, tok, ["The", "A cat"], settings, seed=0, progress=False) for c in per]
+    assert all(1 <= len(c.response_ids) <= 40 for c in conts)
+    assert all(not (set(c.response_ids[:-1]) & stops) for c in conts)  # a stop token can only be the last one
+    assert all(c.prompt_ids == tok("The", add_special_tokens=False)["input_ids"] for c in conts[:8])
