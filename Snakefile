@@ -25,6 +25,7 @@ include: "rules/evaluate.smk"
 rule all:
     input:
         "reports/table1.csv",
+        "reports/table1_differences.csv",
         "results/demonstrations/train.parquet",
         "results/demonstrations/eval.parquet",
     default_target: True
