@@ -19,6 +19,7 @@ include: "rules/base.smk"
 include: "rules/sft.smk"
 include: "rules/rlhf.smk"
 include: "rules/demonstrations.smk"
+include: "rules/irl.smk"
 include: "rules/evaluate.smk"
 
 
@@ -28,4 +29,7 @@ rule all:
         "reports/table1_differences.csv",
         "results/demonstrations/train.parquet",
         "results/demonstrations/eval.parquet",
+        "reports/irl_metrics.csv",
+        "reports/figures/fig2_irl.png",
+        "reports/figures/fig5_irl_heatmap.png",
     default_target: True

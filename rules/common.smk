@@ -6,6 +6,12 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+wildcard_constraints:
+    model="base|sft|rlhf|irl_rlhf",
+    objective="max_margin|hinge|bradley_terry",
+    seed=r"\d+",
+
+
 # Shipped inputs (resources/) are addressed relative to the repository, so the workflow can run in any --directory.
 REPO = Path(workflow.basedir)
 
@@ -96,3 +102,17 @@ def table1_params():
             "seed": ev["seed"],
         }
     )
+
+
+IRL_JOB_KEYS = ("objectives", "seeds", "bootstrap")
+
+
+def irl_features_params():
+    """The cached frozen bottom depends only on these; changing epochs or lr must not rebuild it."""
+    irl = config["irl"]
+    return canonical({k: irl[k] for k in ("init", "trainable_layers", "max_length")})
+
+
+def irl_train_params():
+    """Everything of the IRL config a single (objective, seed) job uses."""
+    return canonical({k: v for k, v in config["irl"].items() if k not in IRL_JOB_KEYS})

@@ -1,7 +1,3 @@
-wildcard_constraints:
-    model="base|sft|rlhf|irl_rlhf",
-
-
 rule evaluate:
     """Table 1 protocols for one model stage: greedy Jigsaw-style and sampled RTP-style continuations, scored by the
     evaluation classifier and by the GT reward classifier."""

@@ -299,7 +299,8 @@ def build_features(
     expert, non_expert = demo_texts(demos)
     heldout = pd.read_parquet(heldout_path)["text"].tolist()
     train_texts = pd.read_parquet(train_texts_path)["text"].tolist()
-    texts = sorted(set(expert) | set(non_expert) | set(heldout) | set(train_texts))
+    source = (demos["prompt"] + demos["original_output"]).tolist()  # the data-set text each pair was prompted from
+    texts = sorted(set(expert) | set(non_expert) | set(source) | set(heldout) | set(train_texts))
     lm, tokenizer = load_causal_lm(backbone_dir)
     model = RewardModel(lm, tokenizer, cfg.trainable_layers, cfg.max_length)
     hidden: list[torch.Tensor] = []
@@ -312,7 +313,13 @@ def build_features(
         "hidden": torch.cat(hidden),
         "gt_reward": torch.tensor(-gt_classifier.toxic_logit(texts), dtype=torch.float64),  # paper: -(toxic logit)
         "gt_toxic": torch.tensor(gt_classifier.p_toxic(texts) >= 0.5),
-        "roles": {"expert": expert, "non_expert": non_expert, "heldout": heldout, "train_texts": train_texts},
+        "roles": {
+            "expert": expert,
+            "non_expert": non_expert,
+            "source": source,
+            "heldout": heldout,
+            "train_texts": train_texts,
+        },
         "backbone": str(backbone_dir),
         "trainable_layers": cfg.trainable_layers,
         "max_length": cfg.max_length,
@@ -371,7 +378,10 @@ def train_irl(
     roles = store.state["roles"]
     expert_h, non_expert_h = store.hidden(roles["expert"]), store.hidden(roles["non_expert"])
     train_idx, val_idx = split_pairs(len(expert_h), cfg.validation_fraction, seed=0)  # same split for every seed
-    val_texts = [roles["expert"][i] for i in val_idx] + [roles["non_expert"][i] for i in val_idx]
+    # threshold texts: the data-set texts the validation pairs were prompted from -- drawn like the held-out texts
+    # (complete comments, about half of them toxic), but from the training split, so the test texts stay unseen
+    val_texts = [roles["source"][i] for i in val_idx]
+    val_hidden = store.hidden(val_texts)
     val_gt_reward, val_gt_toxic = store.gt(val_texts)
     evals = {name: (store.hidden(roles[name]), *store.gt(roles[name])) for name in ("heldout", "train_texts")}
 
@@ -403,7 +413,8 @@ def train_irl(
         r_exp = score_in_batches(model, [expert_h[i] for i in val_idx])
         r_non = score_in_batches(model, [non_expert_h[i] for i in val_idx])
         val_d = torch.tensor(r_exp - r_non)
-        threshold = choose_threshold(np.concatenate([r_exp, r_non]), val_gt_toxic)
+        val_rewards = score_in_batches(model, val_hidden)
+        threshold = choose_threshold(val_rewards, val_gt_toxic)
         row = {
             "objective": cfg.objective,
             "seed": cfg.seed,
@@ -413,7 +424,7 @@ def train_irl(
             "val_pair_accuracy": float((val_d > 0).float().mean()),
             "threshold": threshold,
         }
-        val_metrics = reward_metrics(np.concatenate([r_exp, r_non]), val_gt_reward, val_gt_toxic, threshold)
+        val_metrics = reward_metrics(val_rewards, val_gt_reward, val_gt_toxic, threshold)
         row.update({f"val_{k}": v for k, v in val_metrics.items()})
         for name, (hidden, gt_reward, gt_toxic) in evals.items():
             rewards = score_in_batches(model, hidden)
@@ -421,6 +432,8 @@ def train_irl(
             reward_rows.append(
                 pd.DataFrame(
                     {
+                        "objective": cfg.objective,
+                        "seed": cfg.seed,
                         "epoch": epoch,
                         "split": name,
                         "text_index": np.arange(len(rewards)),

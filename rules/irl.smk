@@ -1,0 +1,86 @@
+rule irl_features:
+    """Frozen-bottom hidden states (and GT scores) of every text IRL touches, computed once for all seeds/objectives."""
+    input:
+        backbone=f"results/{config['irl']['init']}/model",
+        demos="results/demonstrations/train.parquet",
+        heldout="results/data/eval.parquet",
+        train_texts="results/data/train.parquet",
+    output:
+        features="results/irl/features.pt",
+    params:
+        cfg=irl_features_params(),
+        gt_classifier=with_resolved_wheel(config["gt_classifier"]),
+    log:
+        "logs/irl/features.log",
+    benchmark:
+        "results/benchmarks/irl_features.tsv"
+    threads: 2
+    resources:
+        mem_mb=6000,
+        runtime=30,
+        gpu=1,
+    conda:
+        "../envs/pipeline.yaml"
+    script:
+        "../workflow_scripts/irl.py"
+
+
+rule irl_train:
+    """One reward model per objective and seed (the seeds are the non-identifiability study); runs in parallel."""
+    input:
+        backbone=f"results/{config['irl']['init']}/model",
+        features="results/irl/features.pt",
+    output:
+        model=directory("results/irl/{objective}/seed{seed}/reward_model"),
+        metrics="results/irl/{objective}/seed{seed}/metrics.parquet",
+        rewards="results/irl/{objective}/seed{seed}/rewards.parquet",
+    params:
+        cfg=irl_train_params(),
+    log:
+        "logs/irl/{objective}_seed{seed}.log",
+    benchmark:
+        "results/benchmarks/irl_{objective}_seed{seed}.tsv"
+    threads: 1
+    resources:
+        mem_mb=3000,
+        runtime=30,
+        gpu=1,
+    conda:
+        "../envs/pipeline.yaml"
+    script:
+        "../workflow_scripts/irl.py"
+
+
+rule irl_report:
+    """IRL metrics across objectives and seeds, seed agreement, Figures 2 and 5."""
+    input:
+        metrics=expand(
+            "results/irl/{objective}/seed{seed}/metrics.parquet",
+            objective=config["irl"]["objectives"],
+            seed=config["irl"]["seeds"],
+        ),
+        rewards=expand(
+            "results/irl/{objective}/seed{seed}/rewards.parquet",
+            objective=config["irl"]["objectives"],
+            seed=config["irl"]["seeds"],
+        ),
+    output:
+        summary=report("reports/irl_metrics.csv", caption="../reports/irl_metrics.rst", category="IRL"),
+        long="reports/irl_metrics_long.csv",
+        agreement=report(
+            "reports/irl_seed_agreement.csv", caption="../reports/irl_seed_agreement.rst", category="IRL"
+        ),
+        fig2=report("reports/figures/fig2_irl.png", caption="../reports/fig2.rst", category="Figures"),
+        fig5=report("reports/figures/fig5_irl_heatmap.png", caption="../reports/fig5.rst", category="Figures"),
+    params:
+        bootstrap=canonical(config["irl"]["bootstrap"]),
+    log:
+        "logs/irl/report.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+    conda:
+        "../envs/pipeline.yaml"
+    script:
+        "../workflow_scripts/irl_report.py"
