@@ -362,6 +362,35 @@ def score_in_batches(model: RewardModel, hidden: list[torch.Tensor], batch_size:
         ).numpy()
 
 
+def evaluate_texts(
+    model: RewardModel,
+    data: tuple[list[torch.Tensor], np.ndarray, np.ndarray],
+    name: str,
+    threshold: float,
+    cfg: IRLConfig,
+    epoch: int,
+    reward_rows: list[pd.DataFrame],
+) -> dict[str, float]:
+    """Score one text set, record its per-text rewards, and return its metrics prefixed with ``name``."""
+    hidden, gt_reward, gt_toxic = data
+    rewards = score_in_batches(model, hidden)
+    reward_rows.append(
+        pd.DataFrame(
+            {
+                "objective": cfg.objective,
+                "seed": cfg.seed,
+                "epoch": epoch,
+                "split": name,
+                "text_index": np.arange(len(rewards)),
+                "reward": rewards,
+                "gt_reward": gt_reward,
+                "gt_toxic": gt_toxic,
+            }
+        )  # fmt: skip
+    )
+    return {f"{name}_{k}": v for k, v in reward_metrics(rewards, gt_reward, gt_toxic, threshold).items()}
+
+
 def train_irl(
     cfg: IRLConfig,
     backbone_dir: str | Path,
@@ -426,23 +455,7 @@ def train_irl(
         }
         val_metrics = reward_metrics(val_rewards, val_gt_reward, val_gt_toxic, threshold)
         row.update({f"val_{k}": v for k, v in val_metrics.items()})
-        for name, (hidden, gt_reward, gt_toxic) in evals.items():
-            rewards = score_in_batches(model, hidden)
-            row.update({f"{name}_{k}": v for k, v in reward_metrics(rewards, gt_reward, gt_toxic, threshold).items()})
-            reward_rows.append(
-                pd.DataFrame(
-                    {
-                        "objective": cfg.objective,
-                        "seed": cfg.seed,
-                        "epoch": epoch,
-                        "split": name,
-                        "text_index": np.arange(len(rewards)),
-                        "reward": rewards,
-                        "gt_reward": gt_reward,
-                        "gt_toxic": gt_toxic,
-                    }
-                )
-            )
+        row.update(evaluate_texts(model, evals["heldout"], "heldout", threshold, cfg, epoch, reward_rows))
         rows.append(row)
         # model selection on validation only: pair accuracy, ties broken by the lower validation loss
         key = (row["val_pair_accuracy"], -row["val_loss"])
@@ -466,6 +479,13 @@ def train_irl(
     lm.load_state_dict(best[2]["lm"], strict=False)
     metrics = pd.DataFrame(rows)
     metrics["selected"] = metrics["epoch"] == best[1]
+    # train-split texts: only for the selected model (they are many, and only reported, never used to choose)
+    sel = metrics.index[metrics["selected"]][0]
+    threshold = float(metrics.loc[sel, "threshold"])
+    for k, v in evaluate_texts(
+        model, evals["train_texts"], "train_texts", threshold, cfg, best[1], reward_rows
+    ).items():
+        metrics.loc[sel, k] = v
     record = provenance(
         f"irl/{cfg.objective}",
         asdict(cfg),
