@@ -82,7 +82,17 @@ def test_sft_change_reruns_only_its_descendants(pipeline_copy: Path, tmp_path: P
     changed = tmp_path / "config.yaml"
     changed.write_text(yaml.safe_dump(cfg))
     jobs = planned_jobs(snakemake(pipeline_copy, "-n", configfile=changed).stdout)
-    assert jobs == {"sft": 1, "rlhf": 1, "evaluate": 2, "demonstrations": 1, "table1": 1, "all": 1}
+    assert jobs == {
+        "sft": 1,
+        "rlhf": 1,
+        "evaluate": 2,
+        "demonstrations": 1,
+        "irl_features": 1,
+        "irl_train": 6,
+        "irl_report": 1,
+        "table1": 1,
+        "all": 1,
+    }
 
 
 def test_rlhf_change_reruns_only_its_descendants(pipeline_copy: Path, tmp_path: Path) -> None:
@@ -91,7 +101,47 @@ def test_rlhf_change_reruns_only_its_descendants(pipeline_copy: Path, tmp_path: 
     changed = tmp_path / "config.yaml"
     changed.write_text(yaml.safe_dump(cfg))
     jobs = planned_jobs(snakemake(pipeline_copy, "-n", configfile=changed).stdout)
-    assert jobs == {"rlhf": 1, "evaluate": 1, "demonstrations": 1, "table1": 1, "all": 1}
+    assert jobs == {
+        "rlhf": 1,
+        "evaluate": 1,
+        "demonstrations": 1,
+        "irl_features": 1,
+        "irl_train": 6,
+        "irl_report": 1,
+        "table1": 1,
+        "all": 1,
+    }
+
+
+def test_irl_change_reruns_only_irl(pipeline_copy: Path, tmp_path: Path) -> None:
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    cfg["irl"]["learning_rate"] = 5e-4  # a training hyper-parameter: the cached features stay valid
+    changed = tmp_path / "config.yaml"
+    changed.write_text(yaml.safe_dump(cfg))
+    jobs = planned_jobs(snakemake(pipeline_copy, "-n", configfile=changed).stdout)
+    assert jobs == {"irl_train": 6, "irl_report": 1, "all": 1}
+
+
+def test_irl_report_matches_the_runs(pipeline_run: Path) -> None:
+    summary = pd.read_csv(pipeline_run / "reports" / "irl_metrics.csv")
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())["irl"]
+    assert sorted(summary["objective"].unique()) == sorted(cfg["objectives"])
+    assert set(summary["text_set"]) == {"heldout", "train_texts"}
+    for _, row in summary.iterrows():
+        runs = pd.concat(
+            pd.read_parquet(pipeline_run / "results" / "irl" / row["objective"] / f"seed{s}" / "metrics.parquet")
+            for s in cfg["seeds"]
+        )
+        chosen = runs[runs["selected"]]
+        # the reported run is the one with the best *validation* pair accuracy, and its numbers are copied faithfully
+        assert row["val_pair_accuracy"] == pytest.approx(chosen["val_pair_accuracy"].max(), abs=1e-4)
+        picked = chosen[(chosen["seed"] == row["selected_seed"]) & (chosen["epoch"] == row["selected_epoch"])]
+        assert row["accuracy"] == pytest.approx(float(picked[f"{row['text_set']}_accuracy"].iloc[0]), abs=1e-4)
+        assert row["accuracy_seed_mean"] == pytest.approx(chosen[f"{row['text_set']}_accuracy"].mean(), abs=1e-4)
+        assert row["accuracy_ci_low"] <= row["accuracy"] + 1e-4 <= row["accuracy_ci_high"] + 2e-4
+    agreement = pd.read_csv(pipeline_run / "reports" / "irl_seed_agreement.csv")
+    assert len(agreement) == len(cfg["objectives"]) * len(cfg["seeds"]) * (len(cfg["seeds"]) - 1) // 2
+    assert agreement["spearman"].between(-1, 1).all()
 
 
 def test_bootstrap_change_reruns_only_the_table(pipeline_copy: Path, tmp_path: Path) -> None:

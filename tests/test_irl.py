@@ -1,0 +1,191 @@
+"""Inverse RL: objectives on hand cases, last-token pooling, threshold hygiene, save/load round trip, seeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import REPO
+from workflow_scripts.gt_classifier import GTToxicityClassifier
+from workflow_scripts.irl import (
+    FeatureStore,
+    IRLConfig,
+    RewardModel,
+    build_features,
+    choose_threshold,
+    irl_loss,
+    last_token_index,
+    load_reward_model,
+    split_pairs,
+    train_irl,
+)
+from workflow_scripts.lm import load_causal_lm, position_ids_from_mask
+
+
+@pytest.mark.parametrize(
+    ("objective", "d", "loss", "grad"),
+    [
+        ("max_margin", 1.5, -1.5, -1.0),  # -d for d > 0
+        ("max_margin", -1.0, 2.0, -2.0),  # -2d otherwise: a wrong ordering costs twice as much
+        ("hinge", 0.25, 0.75, -1.0),  # max(0, 1 - d)
+        ("hinge", 2.0, 0.0, 0.0),  # beyond the margin: no gradient
+        ("bradley_terry", 0.0, float(np.log(2)), -0.5),  # -log sigmoid(0); d/dd = -(1 - sigmoid(d))
+    ],
+)
+def test_objective_values_and_gradient_sign(objective: str, d: float, loss: float, grad: float) -> None:
+    x = torch.tensor([d], requires_grad=True)
+    value = irl_loss(x, objective, margin=1.0)
+    value.backward()
+    assert float(value.detach()) == pytest.approx(loss)
+    assert float(x.grad) == pytest.approx(grad)  # never positive: raising r(expert) - r(non-expert) never hurts
+
+
+def test_last_token_index_left_and_right_padding() -> None:
+    right = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    left = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    assert last_token_index(right).tolist() == [2, 4]
+    assert last_token_index(left).tolist() == [4, 4]
+
+
+def test_reward_pools_the_last_real_token_whatever_the_padding(tiny_model_dir: Path) -> None:
+    lm, tok = load_causal_lm(tiny_model_dir)
+    torch.manual_seed(0)
+    model = RewardModel(lm, tok, trainable_layers=1, max_length=64)
+    texts = ["a short one", "a considerably longer text that needs no padding at all here"]
+    batched = model.score_texts(texts)  # right padding inside
+    alone = torch.cat([model.score_texts([t]) for t in texts])
+    torch.testing.assert_close(batched, alone, rtol=0, atol=1e-5)
+    # the same rewards from one plain left-padded forward pass, pooled at the last position
+    tok.padding_side = "left"
+    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.no_grad():
+        out = lm(**enc, position_ids=position_ids_from_mask(enc["attention_mask"]), output_hidden_states=True)
+        left = model.head(out.hidden_states[-1][:, -1])
+    torch.testing.assert_close(left, batched, rtol=0, atol=1e-5)
+    # and the last character alone (the original code's bug) gives something else
+    assert not torch.allclose(model.score_texts([t[-1] for t in texts]), batched)
+
+
+def test_threshold_by_hand() -> None:
+    # higher reward = less toxic; texts below the threshold are called toxic
+    assert choose_threshold(np.array([3.0, 2.0, 1.0, 0.0]), np.array([0, 0, 1, 1])) == pytest.approx(1.5)
+    assert (
+        split_pairs(10, 0.2)[1].size == 2
+        and split_pairs(10, 0.2, seed=0)[1].tolist() == split_pairs(10, 0.2)[1].tolist()
+    )
+    with pytest.raises(ValueError, match="at least 2"):
+        split_pairs(1, 0.2)
+
+
+# ------------------------------------------------------------------------------------------------ training runs
+BENIGN = [
+    "the garden is lovely in spring",
+    "thank you for the kind words",
+    "we had a nice walk by the river",
+    "that was a thoughtful and helpful answer",
+    "the soup tastes wonderful today",
+    "I really enjoyed the book",
+]
+TOXIC = [
+    "you are a stupid worthless idiot",
+    "shut up you pathetic moron",
+    "I hate you, you disgusting loser",
+    "what a dumb ugly fool you are",
+    "go away you filthy idiot",
+    "you are a complete moron and a jerk",
+]
+
+
+@pytest.fixture(scope="module")
+def irl_inputs(tiny_model_dir: Path, gt_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    tmp = tmp_path_factory.mktemp("irl")
+    prompts = [f"Prompt {i}:" for i in range(12)]
+    demos = pd.DataFrame({
+        "prompt": prompts,
+        "original_output": [f" {TOXIC[i % 6]}" if i % 2 else f" {BENIGN[i % 6]}" for i in range(12)],
+        "expert": [f" {BENIGN[i % 6]}" for i in range(12)],
+        "non_expert": [f" {TOXIC[i % 6]}" for i in range(12)],
+    })  # fmt: skip
+    texts = pd.read_parquet(REPO / "resources" / "jigsaw_style_texts.parquet")
+    heldout = pd.concat([texts[texts.label == 1].head(8), texts[texts.label == 0].head(8)])
+    train_texts = pd.concat([texts[texts.label == 1].tail(8), texts[texts.label == 0].tail(8)])
+    paths = {name: tmp / f"{name}.parquet" for name in ("demos", "heldout", "train_texts")}
+    demos.to_parquet(paths["demos"])
+    heldout.to_parquet(paths["heldout"])
+    train_texts.to_parquet(paths["train_texts"])
+    cfg = IRLConfig(trainable_layers=1, epochs=3, learning_rate=3e-3, batch_size=4, max_length=32)
+    features = tmp / "features.pt"
+    gt = GTToxicityClassifier.from_wheel(gt_wheel)
+    build_features(cfg, tiny_model_dir, paths["demos"], paths["heldout"], paths["train_texts"], gt, features)
+    return {"cfg": cfg, "features": features, "backbone": tiny_model_dir, "tmp": tmp}
+
+
+def run(inputs: dict, name: str, features: Path | None = None, **kw) -> tuple[pd.DataFrame, Path]:
+    cfg = IRLConfig(**{**inputs["cfg"].__dict__, **kw})
+    out = inputs["tmp"] / name
+    metrics = train_irl(
+        cfg,
+        inputs["backbone"],
+        features or inputs["features"],
+        out / "reward_model",
+        out / "metrics.parquet",
+        out / "rewards.parquet",
+    )
+    return metrics, out
+
+
+@pytest.mark.parametrize("objective", ["max_margin", "hinge", "bradley_terry"])
+def test_training_learns_to_prefer_the_expert(irl_inputs: dict, objective: str) -> None:
+    metrics, _ = run(irl_inputs, f"learn_{objective}", objective=objective)
+    assert metrics["val_pair_accuracy"].iloc[0] < 1.0  # the untrained head does not already separate them
+    assert metrics["val_pair_accuracy"].iloc[1:].max() == 1.0
+    assert metrics["selected"].sum() == 1 and not metrics.loc[metrics["epoch"] == 0, "selected"].any()
+    assert metrics.loc[metrics["selected"], "train_texts_accuracy"].notna().all()
+
+
+def test_seeds_differ_but_reproduce(irl_inputs: dict) -> None:
+    a, dir_a = run(irl_inputs, "seed0_a", seed=0)
+    b, _ = run(irl_inputs, "seed0_b", seed=0)
+    c, dir_c = run(irl_inputs, "seed1", seed=1)
+    pd.testing.assert_frame_equal(a, b)
+    ra = pd.read_parquet(dir_a / "rewards.parquet")
+    rc = pd.read_parquet(dir_c / "rewards.parquet")
+    assert not np.allclose(ra["reward"], rc["reward"])
+
+
+def test_threshold_and_selection_never_see_test_labels(irl_inputs: dict) -> None:
+    flipped = irl_inputs["tmp"] / "features_flipped.pt"
+    state = torch.load(irl_inputs["features"], weights_only=False)
+    store = FeatureStore(irl_inputs["features"])
+    for text in state["roles"]["heldout"] + state["roles"]["train_texts"]:
+        i = store.index[text]
+        if text not in state["roles"]["source"]:
+            state["gt_toxic"][i] = ~state["gt_toxic"][i]
+            state["gt_reward"][i] = -state["gt_reward"][i]
+    torch.save(state, flipped)
+    a, _ = run(irl_inputs, "labels_true")
+    b, _ = run(irl_inputs, "labels_flipped", features=flipped)
+    pd.testing.assert_series_equal(a["threshold"], b["threshold"])
+    pd.testing.assert_series_equal(a["selected"], b["selected"])
+    assert not np.allclose(a["heldout_accuracy"], b["heldout_accuracy"])  # the test metrics did change
+
+
+def test_reward_model_round_trip(irl_inputs: dict) -> None:
+    _, out = run(irl_inputs, "roundtrip", objective="bradley_terry")
+    reward = load_reward_model(out / "reward_model")
+    prompts, completions = ["Prompt 0:", "Prompt 1:", "Prompt 0:"], [f" {BENIGN[0]}", f" {TOXIC[1]}", f" {BENIGN[0]}"]
+    got = reward(prompts, completions)
+    assert got.dtype == torch.float32 and got.shape == (3,) and got[0] == got[2]
+    # same scores as the rewards recorded during training for the selected epoch (held-out texts)
+    metrics = pd.read_parquet(out / "metrics.parquet")
+    epoch = int(metrics.loc[metrics["selected"], "epoch"].iloc[0])
+    recorded = pd.read_parquet(out / "rewards.parquet")
+    recorded = recorded[(recorded["epoch"] == epoch) & (recorded["split"] == "heldout")].sort_values("text_index")
+    heldout = FeatureStore(irl_inputs["features"]).state["roles"]["heldout"]
+    np.testing.assert_allclose(reward.score(heldout), recorded["reward"].to_numpy(), atol=1e-5)
+    with pytest.raises(FileNotFoundError, match="not a reward model directory"):
+        load_reward_model(irl_inputs["tmp"])
