@@ -58,8 +58,8 @@ OBJECTIVES = ("max_margin", "hinge", "bradley_terry")
 class IRLConfig:
     objective: str = "max_margin"
     init: str = "base"  # backbone initialisation: base (paper) | sft
-    trainable_layers: int = 2  # top blocks trained (+ head); -1 = whole backbone
-    epochs: int = 20
+    trainable_layers: int = 1  # top blocks trained (+ head); -1 = whole backbone
+    epochs: int = 10
     learning_rate: float = 1e-4  # paper: Adam 1e-4
     weight_decay: float = 0.01
     batch_size: int = 8  # pairs per optimizer step
