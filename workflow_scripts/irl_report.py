@@ -137,11 +137,21 @@ def figure5_heatmap(metrics: pd.DataFrame, path: str | Path, metric: str = "held
     fig, axes = plt.subplots(1, len(objectives), figsize=(5.5 * len(objectives), 3.2), squeeze=False)
     for ax, objective in zip(axes[0], objectives, strict=True):
         grid = metrics[metrics["objective"] == objective].pivot(index="seed", columns="epoch", values=metric)
-        sns.heatmap(grid, ax=ax, vmin=0.3, vmax=0.8, cmap="viridis", cbar_kws={"label": "held-out accuracy"})
+        sns.heatmap(
+            grid,
+            ax=ax,
+            vmin=0.3,
+            vmax=0.8,
+            cmap="viridis",
+            annot=True,
+            fmt=".2f",
+            annot_kws={"size": 7},
+            cbar_kws={"label": "held-out accuracy"},
+        )
         ax.set_title(objective)
         ax.set_xlabel("epoch")
         ax.set_ylabel("seed")
-    fig.suptitle("Figure 5: IRL held-out accuracy by seed and epoch (non-identifiability)")
+    fig.suptitle("Figure 5: IRL held-out accuracy by seed and epoch (non-identifiability)", y=1.04)
     _save(fig, path)
 
 
@@ -156,7 +166,8 @@ def figure2(metrics: pd.DataFrame, summary: pd.DataFrame, path: str | Path) -> N
         for m, style in (("pearson", "-"), ("kendall", "--"), ("spearman", ":")):
             ax.plot(run["epoch"], run[f"heldout_{m}"], style, color="k", label=m)
         ax.axvline(best["epoch"], color="tab:red", lw=1, label="selected (validation)")
-        ax.set_ylim(-0.2, 1.0)
+        ax.set_ylim(-1.0, 1.0)
+        ax.axhline(0.0, color="grey", lw=0.5)
         ax.set_title(f"(a) {objective}, seed {int(best['seed'])}")
         ax.set_xlabel("epoch")
     axes[0][0].legend(fontsize=7, loc="lower right")
@@ -171,7 +182,7 @@ def figure2(metrics: pd.DataFrame, summary: pd.DataFrame, path: str | Path) -> N
     ax.set_ylim(0, 1)
     ax.set_title("(b) selected models, held-out texts (95% CI)")
     ax.legend(fontsize=7)
-    fig.suptitle("Figure 2: IRL reward vs. ground truth")
+    fig.suptitle("Figure 2: IRL reward vs. ground truth", y=1.04)
     _save(fig, path)
 
 
