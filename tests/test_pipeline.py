@@ -35,6 +35,13 @@ def planned_jobs(dry_run_stdout: str) -> dict[str, int]:
     return jobs
 
 
+def jobs_after_config_change(workdir: Path, tmp_path: Path, cfg: dict) -> dict[str, int]:
+    """The jobs a dry run plans in a completed run directory after switching to ``cfg``."""
+    changed = tmp_path / "config.yaml"
+    changed.write_text(yaml.safe_dump(cfg))
+    return planned_jobs(snakemake(workdir, "-n", configfile=changed).stdout)
+
+
 def test_table1_rows_match_generations(pipeline_run: Path) -> None:
     table = pd.read_csv(pipeline_run / "reports" / "table1.csv")
     assert table["stage"].tolist() == ["base", "sft", "rlhf"]
@@ -79,9 +86,7 @@ def test_complete_run_has_nothing_to_do(pipeline_copy: Path) -> None:
 def test_sft_change_reruns_only_its_descendants(pipeline_copy: Path, tmp_path: Path) -> None:
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
     cfg["sft"]["learning_rate"] = cfg["sft"]["learning_rate"] / 2
-    changed = tmp_path / "config.yaml"
-    changed.write_text(yaml.safe_dump(cfg))
-    jobs = planned_jobs(snakemake(pipeline_copy, "-n", configfile=changed).stdout)
+    jobs = jobs_after_config_change(pipeline_copy, tmp_path, cfg)
     assert jobs == {
         "sft": 1,
         "rlhf": 1,
@@ -98,9 +103,7 @@ def test_sft_change_reruns_only_its_descendants(pipeline_copy: Path, tmp_path: P
 def test_rlhf_change_reruns_only_its_descendants(pipeline_copy: Path, tmp_path: Path) -> None:
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
     cfg["rlhf"]["init_kl_coef"] = 0.2
-    changed = tmp_path / "config.yaml"
-    changed.write_text(yaml.safe_dump(cfg))
-    jobs = planned_jobs(snakemake(pipeline_copy, "-n", configfile=changed).stdout)
+    jobs = jobs_after_config_change(pipeline_copy, tmp_path, cfg)
     assert jobs == {
         "rlhf": 1,
         "evaluate": 1,
@@ -116,9 +119,7 @@ def test_rlhf_change_reruns_only_its_descendants(pipeline_copy: Path, tmp_path: 
 def test_irl_change_reruns_only_irl(pipeline_copy: Path, tmp_path: Path) -> None:
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
     cfg["irl"]["learning_rate"] = 5e-4  # a training hyper-parameter: the cached features stay valid
-    changed = tmp_path / "config.yaml"
-    changed.write_text(yaml.safe_dump(cfg))
-    jobs = planned_jobs(snakemake(pipeline_copy, "-n", configfile=changed).stdout)
+    jobs = jobs_after_config_change(pipeline_copy, tmp_path, cfg)
     assert jobs == {"irl_train": 6, "irl_report": 1, "all": 1}
 
 
@@ -147,9 +148,7 @@ def test_irl_report_matches_the_runs(pipeline_run: Path) -> None:
 def test_bootstrap_change_reruns_only_the_table(pipeline_copy: Path, tmp_path: Path) -> None:
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
     cfg["evaluation"]["bootstrap"]["n_resamples"] = 300
-    changed = tmp_path / "config.yaml"
-    changed.write_text(yaml.safe_dump(cfg))
-    jobs = planned_jobs(snakemake(pipeline_copy, "-n", configfile=changed).stdout)
+    jobs = jobs_after_config_change(pipeline_copy, tmp_path, cfg)
     assert jobs == {"table1": 1, "all": 1}
 
 

@@ -160,6 +160,19 @@ def resolve_path(path: str | os.PathLike, base: str | os.PathLike = REPO_ROOT) -
     return Path(base) / p
 
 
+def read_table(path: str | os.PathLike, columns: tuple[str, ...], what: str) -> Any:
+    """Read a parquet table, failing with the file and the problem named when columns are missing or it is empty."""
+    import pandas as pd
+
+    df = pd.read_parquet(path)
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing} (has {list(df.columns)})")
+    if df.empty:
+        raise ValueError(f"{path}: no {what}")
+    return df
+
+
 def require_file(path: str | os.PathLike, what: str, hint: str = "") -> Path:
     p = Path(path)
     if not p.exists():

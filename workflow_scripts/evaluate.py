@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from workflow_scripts.common import dataclass_from_dict, run_snakemake_job, seed_everything, write_parquet
+from workflow_scripts.common import dataclass_from_dict, read_table, run_snakemake_job, seed_everything, write_parquet
 from workflow_scripts.generation import GenerationSettings, generate
 from workflow_scripts.lm import load_causal_lm
 from workflow_scripts.toxicity import ToxicityScorer, load_scorer
@@ -51,14 +51,6 @@ class EvalConfig:
     seed: int = 0
 
 
-def _non_empty(df: pd.DataFrame, path: str | Path, column: str) -> pd.DataFrame:
-    if column not in df.columns:
-        raise ValueError(f"{path}: missing column {column!r} (has {list(df.columns)})")
-    if df.empty:
-        raise ValueError(f"{path}: no prompts to evaluate")
-    return df
-
-
 def evaluate_model(
     cfg: EvalConfig,
     model_dir: str | Path,
@@ -71,8 +63,8 @@ def evaluate_model(
 ) -> pd.DataFrame:
     jcfg = dataclass_from_dict(JigsawEvalConfig, cfg.jigsaw)
     rcfg = dataclass_from_dict(RTPEvalConfig, cfg.rtp)
-    jig_prompts = _non_empty(pd.read_parquet(eval_path), eval_path, "prompt")
-    rtp_prompts = _non_empty(pd.read_parquet(rtp_path), rtp_path, "prompt")
+    jig_prompts = read_table(eval_path, ("id", "prompt"), "prompts to evaluate")
+    rtp_prompts = read_table(rtp_path, ("id", "prompt"), "prompts to evaluate")
     rtp_prompts = rtp_prompts.head(rcfg.n_prompts)
     seed_everything(cfg.seed)
     model, tokenizer = load_causal_lm(model_dir)

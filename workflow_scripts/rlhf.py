@@ -21,6 +21,7 @@ from workflow_scripts.common import (
     atomic_path,
     dataclass_from_dict,
     provenance,
+    read_table,
     run_snakemake_job,
     seed_everything,
     write_json,
@@ -32,16 +33,6 @@ from workflow_scripts.rewards import GTToxicityReward
 from workflow_scripts.toxicity import load_scorer
 
 LOG = logging.getLogger("irl_llms.rlhf")
-
-
-def load_prompts(train_path: str | Path) -> pd.DataFrame:
-    df = pd.read_parquet(train_path)
-    for col in ("prompt", "original_output"):
-        if col not in df.columns:
-            raise ValueError(f"{train_path}: missing column {col!r}")
-    if df.empty:
-        raise ValueError(f"{train_path}: no training prompts")
-    return df
 
 
 def run_ppo_stage(
@@ -92,7 +83,7 @@ def run_ppo_stage(
 
 def _snakemake(smk: Any) -> None:
     cfg = dataclass_from_dict(PPOConfig, smk.params.cfg)
-    data = load_prompts(smk.input.train)
+    data = read_table(smk.input.train, ("prompt", "original_output"), "training prompts")
     reward = GTToxicityReward.from_pairs(
         load_scorer(smk.params.gt_classifier), data["prompt"].tolist(), data["original_output"].tolist()
     )
