@@ -14,6 +14,8 @@ import yaml
 from conftest import TEST_CONFIG, snakemake
 from workflow_scripts import metrics
 
+# the IRL jobs of the .test config: the shared feature cache, 3 objectives x 2 seeds, the report
+IRL_JOBS = {"irl_features": 1, "irl_train": 6, "irl_report": 1}
 PAPER_COLUMNS = [
     "jigsaw_toxicity_ratio",
     "jigsaw_mean_toxicity",
@@ -87,33 +89,14 @@ def test_sft_change_reruns_only_its_descendants(pipeline_copy: Path, tmp_path: P
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
     cfg["sft"]["learning_rate"] = cfg["sft"]["learning_rate"] / 2
     jobs = jobs_after_config_change(pipeline_copy, tmp_path, cfg)
-    assert jobs == {
-        "sft": 1,
-        "rlhf": 1,
-        "evaluate": 2,
-        "demonstrations": 1,
-        "irl_features": 1,
-        "irl_train": 6,
-        "irl_report": 1,
-        "table1": 1,
-        "all": 1,
-    }
+    assert jobs == {"sft": 1, "rlhf": 1, "evaluate": 2, "demonstrations": 1, **IRL_JOBS, "table1": 1, "all": 1}
 
 
 def test_rlhf_change_reruns_only_its_descendants(pipeline_copy: Path, tmp_path: Path) -> None:
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
     cfg["rlhf"]["init_kl_coef"] = 0.2
     jobs = jobs_after_config_change(pipeline_copy, tmp_path, cfg)
-    assert jobs == {
-        "rlhf": 1,
-        "evaluate": 1,
-        "demonstrations": 1,
-        "irl_features": 1,
-        "irl_train": 6,
-        "irl_report": 1,
-        "table1": 1,
-        "all": 1,
-    }
+    assert jobs == {"rlhf": 1, "evaluate": 1, "demonstrations": 1, **IRL_JOBS, "table1": 1, "all": 1}
 
 
 def test_irl_change_reruns_only_irl(pipeline_copy: Path, tmp_path: Path) -> None:
