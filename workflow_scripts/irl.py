@@ -438,7 +438,7 @@ def train_irl(
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                 optimizer.step()
                 model.head.bound_(cfg.max_head_norm)
-                train_losses.append(float(loss))
+                train_losses.append(float(loss.detach()))
         r_exp = score_in_batches(model, [expert_h[i] for i in val_idx])
         r_non = score_in_batches(model, [non_expert_h[i] for i in val_idx])
         val_d = torch.tensor(r_exp - r_non)
