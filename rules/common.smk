@@ -6,6 +6,8 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+from workflow_scripts.common import resolve_path
+
 wildcard_constraints:
     model="base|sft|rlhf|irl_rlhf",
     objective="max_margin|hinge|bradley_terry",
@@ -18,10 +20,7 @@ REPO = Path(workflow.basedir)
 
 def repo_path(path):
     """Resolve a config path: absolute or existing in the working directory as is, else relative to the repo."""
-    p = Path(path)
-    if p.is_absolute() or p.exists():
-        return str(p)
-    return str(REPO / p)
+    return str(resolve_path(path, REPO))
 
 
 def require_shipped(path, what, hint):
