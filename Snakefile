@@ -13,6 +13,10 @@ configfile: "config.yaml"
 validate(config, "config.schema.yaml")
 
 
+# `snakemake --report reports/report.html`: this page, then every output marked with report() in the rules.
+report: "reports/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/base.smk"
@@ -20,16 +24,23 @@ include: "rules/sft.smk"
 include: "rules/rlhf.smk"
 include: "rules/demonstrations.smk"
 include: "rules/irl.smk"
+include: "rules/irl_rlhf.smk"
 include: "rules/evaluate.smk"
+include: "rules/report.smk"
 
 
 rule all:
     input:
         "reports/table1.csv",
         "reports/table1_differences.csv",
+        "reports/table1_claims.csv",
+        "reports/table1.md",
         "results/demonstrations/train.parquet",
         "results/demonstrations/eval.parquet",
         "reports/irl_metrics.csv",
         "reports/figures/fig2_irl.png",
+        "reports/figures/fig3_ppo_curves.png",
+        "reports/figures/fig4_table1.png",
         "reports/figures/fig5_irl_heatmap.png",
+        "reports/config_used.yaml",
     default_target: True

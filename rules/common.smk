@@ -4,6 +4,9 @@ import json
 import os
 from pathlib import Path
 
+import jsonschema
+import yaml
+
 from snakemake.exceptions import WorkflowError
 
 from workflow_scripts.common import resolve_path
@@ -16,6 +19,7 @@ wildcard_constraints:
 
 # Shipped inputs (resources/) are addressed relative to the repository, so the workflow can run in any --directory.
 REPO = Path(workflow.basedir)
+SCHEMA = yaml.safe_load((REPO / "config.schema.yaml").read_text())
 
 
 def repo_path(path):
@@ -45,6 +49,11 @@ DATA_TEXTS = require_shipped(
 DATA_RTP = require_shipped(
     config["data"]["rtp_prompts"], "RTP-style prompt set (data.rtp_prompts)",
     "rebuild it with workflow_scripts/build_text_data.py",
+)
+
+PAPER_TABLE1 = require_shipped(
+    config["evaluation"]["paper_table1"], "the paper's Table 1 (evaluation.paper_table1)",
+    "it ships with the repository: restore it with git checkout",
 )
 
 
@@ -115,3 +124,42 @@ def irl_features_params():
 def irl_train_params():
     """Everything of the IRL config a single (objective, seed) job uses."""
     return canonical({k: v for k, v in config["irl"].items() if k not in IRL_JOB_KEYS})
+
+
+def irl_rlhf_runs(pattern):
+    """The IRL runs IRL-RLHF may pick its reward from: every seed of the objective, or the one seed named."""
+    cfg = config["irl_rlhf"]
+    seeds = config["irl"]["seeds"] if cfg["seed"] is None else [cfg["seed"]]
+    return expand(pattern, objective=cfg["objective"], seed=seeds)
+
+
+def irl_rlhf_reward_params():
+    return canonical({k: config["irl_rlhf"][k] for k in ("objective", "seed", "batch_size")})
+
+
+def irl_rlhf_ppo_params():
+    """rlhf's PPO settings with irl_rlhf.ppo's overrides, validated like rlhf itself (the overrides carry no defaults)."""
+    rlhf_schema = SCHEMA["properties"]["rlhf"]
+    overrides = config["irl_rlhf"]["ppo"]
+    unknown = sorted(set(overrides) - set(rlhf_schema["properties"]))
+    if unknown:
+        raise WorkflowError(f"irl_rlhf.ppo: unknown PPO key(s) {unknown}; allowed: the keys of rlhf")
+    merged = {**config["rlhf"], **overrides}
+    errors = jsonschema.Draft202012Validator(SCHEMA).iter_errors({**config, "rlhf": merged})
+    error = jsonschema.exceptions.best_match(e for e in errors if list(e.absolute_path)[:1] == ["rlhf"])
+    if error is not None:
+        where = ".".join(map(str, list(error.absolute_path)[1:]))
+        raise WorkflowError(f"irl_rlhf.ppo.{where}: {error.message}")
+    return canonical(merged)
+
+
+def check_irl_rlhf_choice():
+    """The reward IRL-RLHF optimises must be one the IRL stage trains."""
+    cfg, irl = config["irl_rlhf"], config["irl"]
+    if cfg["objective"] not in irl["objectives"]:
+        raise WorkflowError(f"irl_rlhf.objective={cfg['objective']!r} is not among irl.objectives {irl['objectives']}")
+    if cfg["seed"] is not None and cfg["seed"] not in irl["seeds"]:
+        raise WorkflowError(f"irl_rlhf.seed={cfg['seed']} is not among irl.seeds {irl['seeds']}")
+
+
+check_irl_rlhf_choice()

@@ -65,3 +65,34 @@ def test_missing_input_file_is_named(tmp_path: Path) -> None:
     missing = str(tmp_path / "no_such_texts.parquet")
     out = run_with_bad_config(tmp_path, "data", "texts", missing)
     assert f"text data set (data.texts) not found: {missing}" in out
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "needle"),
+    [
+        ("objective", "max_margin", None),  # valid: control case, must dry-run
+        ("seed", 9, "irl_rlhf.seed=9 is not among irl.seeds [0, 1]"),
+        ("ppo", {"total_stepz": 10}, "irl_rlhf.ppo: unknown PPO key(s) ['total_stepz']"),
+        ("ppo", {"learning_rate": 2.0}, "irl_rlhf.ppo.learning_rate: 2.0 is greater than the maximum of 1"),
+    ],
+)
+def test_irl_rlhf_reward_choice_and_overrides_are_checked(tmp_path: Path, key: str, value: object, needle) -> None:
+    cfg = load(TEST_CONFIG)
+    cfg["irl_rlhf"][key] = value
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = snakemake(tmp_path / "run", "-n", configfile=path, check=False)
+    if needle is None:
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    else:
+        assert proc.returncode != 0 and needle in proc.stderr + proc.stdout
+
+
+def test_irl_rlhf_objective_must_be_trained(tmp_path: Path) -> None:
+    cfg = load(TEST_CONFIG)
+    cfg["irl"]["objectives"] = ["hinge"]
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = snakemake(tmp_path / "run", "-n", configfile=path, check=False)
+    assert proc.returncode != 0
+    assert "irl_rlhf.objective='max_margin' is not among irl.objectives ['hinge']" in proc.stderr + proc.stdout

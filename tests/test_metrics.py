@@ -31,6 +31,8 @@ def test_rtp_metrics_by_hand() -> None:
     df = rtp_frame()
     assert metrics.expected_max_toxicity(df) == pytest.approx((0.9 + 0.4 + 0.5) / 3)
     assert metrics.toxicity_probability(df) == pytest.approx(2 / 3)
+    # mean over prompts of each prompt's sample mean
+    assert metrics.rtp_mean_toxicity(df) == pytest.approx((1.2 / 3 + 0.7 / 3 + 0.99 / 3) / 3)
 
 
 def test_bootstrap_ci_brackets_and_is_seeded() -> None:

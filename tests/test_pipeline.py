@@ -16,9 +16,13 @@ from workflow_scripts import metrics
 
 # the IRL jobs of the .test config: the shared feature cache, 3 objectives x 2 seeds, the report
 IRL_JOBS = {"irl_features": 1, "irl_train": 6, "irl_report": 1}
+# what any change of the models' config reruns at the end: Table 1, its figure, the PPO figure, the config snapshot
+REPORT_JOBS = {"table1": 1, "fig4_table1": 1, "fig3_ppo_curves": 1, "config_snapshot": 1, "all": 1}
+STAGES = ["base", "sft", "rlhf", "irl_rlhf"]
 PAPER_COLUMNS = [
     "jigsaw_toxicity_ratio",
     "jigsaw_mean_toxicity",
+    "rtp_mean_toxicity",
     "rtp_expected_max_toxicity",
     "rtp_toxicity_probability",
 ]
@@ -46,7 +50,7 @@ def jobs_after_config_change(workdir: Path, tmp_path: Path, cfg: dict) -> dict[s
 
 def test_table1_rows_match_generations(pipeline_run: Path) -> None:
     table = pd.read_csv(pipeline_run / "reports" / "table1.csv")
-    assert table["stage"].tolist() == ["base", "sft", "rlhf"]
+    assert table["stage"].tolist() == STAGES
     test_cfg = yaml.safe_load(TEST_CONFIG.read_text())
     for _, row in table.iterrows():
         gens = pd.read_parquet(pipeline_run / "results" / "eval" / f"{row['stage']}.parquet")
@@ -60,6 +64,7 @@ def test_table1_rows_match_generations(pipeline_run: Path) -> None:
             expected = {
                 "jigsaw_toxicity_ratio": metrics.toxicity_ratio(jig[col]),
                 "jigsaw_mean_toxicity": metrics.mean_toxicity(jig[col]),
+                "rtp_mean_toxicity": metrics.rtp_mean_toxicity(rtp, score_col=col),
                 "rtp_expected_max_toxicity": metrics.expected_max_toxicity(rtp, score_col=col),
                 "rtp_toxicity_probability": metrics.toxicity_probability(rtp, score_col=col),
             }
@@ -89,21 +94,31 @@ def test_sft_change_reruns_only_its_descendants(pipeline_copy: Path, tmp_path: P
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
     cfg["sft"]["learning_rate"] = cfg["sft"]["learning_rate"] / 2
     jobs = jobs_after_config_change(pipeline_copy, tmp_path, cfg)
-    assert jobs == {"sft": 1, "rlhf": 1, "evaluate": 2, "demonstrations": 1, **IRL_JOBS, "table1": 1, "all": 1}
+    assert jobs == {"sft": 1, "rlhf": 1, "irl_rlhf": 1, "evaluate": 3, "demonstrations": 1, **IRL_JOBS, **REPORT_JOBS}
 
 
 def test_rlhf_change_reruns_only_its_descendants(pipeline_copy: Path, tmp_path: Path) -> None:
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
     cfg["rlhf"]["init_kl_coef"] = 0.2
     jobs = jobs_after_config_change(pipeline_copy, tmp_path, cfg)
-    assert jobs == {"rlhf": 1, "evaluate": 1, "demonstrations": 1, **IRL_JOBS, "table1": 1, "all": 1}
+    assert jobs == {"rlhf": 1, "irl_rlhf": 1, "evaluate": 2, "demonstrations": 1, **IRL_JOBS, **REPORT_JOBS}
 
 
-def test_irl_change_reruns_only_irl(pipeline_copy: Path, tmp_path: Path) -> None:
+def test_irl_change_reruns_irl_and_what_follows_only(pipeline_copy: Path, tmp_path: Path) -> None:
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
     cfg["irl"]["learning_rate"] = 5e-4  # a training hyper-parameter: the cached features stay valid
     jobs = jobs_after_config_change(pipeline_copy, tmp_path, cfg)
-    assert jobs == {"irl_train": 6, "irl_report": 1, "all": 1}
+    # IRL, IRL-RLHF, the evaluation of IRL-RLHF only, Table 1 and figures; nothing upstream of IRL
+    assert jobs == {"irl_train": 6, "irl_report": 1, "irl_rlhf": 1, "evaluate": 1, **REPORT_JOBS}
+    out = snakemake(pipeline_copy, "-n", configfile=tmp_path / "config.yaml").stdout
+    assert "results/eval/irl_rlhf.parquet" in out and "results/eval/rlhf.parquet" not in out
+
+
+def test_irl_rlhf_ppo_override_reruns_only_irl_rlhf(pipeline_copy: Path, tmp_path: Path) -> None:
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    cfg["irl_rlhf"]["ppo"] = {"init_kl_coef": 0.2}
+    jobs = jobs_after_config_change(pipeline_copy, tmp_path, cfg)
+    assert jobs == {"irl_rlhf": 1, "evaluate": 1, **REPORT_JOBS}
 
 
 def test_irl_report_matches_the_runs(pipeline_run: Path) -> None:
@@ -132,7 +147,7 @@ def test_bootstrap_change_reruns_only_the_table(pipeline_copy: Path, tmp_path: P
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
     cfg["evaluation"]["bootstrap"]["n_resamples"] = 300
     jobs = jobs_after_config_change(pipeline_copy, tmp_path, cfg)
-    assert jobs == {"table1": 1, "all": 1}
+    assert jobs == {"table1": 1, "fig4_table1": 1, "config_snapshot": 1, "all": 1}
 
 
 def test_two_runs_give_identical_results(pipeline_run: Path, tmp_path: Path) -> None:
@@ -140,17 +155,18 @@ def test_two_runs_give_identical_results(pipeline_run: Path, tmp_path: Path) -> 
     snakemake(second)
     first_table = (pipeline_run / "reports" / "table1.csv").read_bytes()
     assert (second / "reports" / "table1.csv").read_bytes() == first_table
-    artifacts = [f"eval/{stage}.parquet" for stage in ("base", "sft", "rlhf")]
+    artifacts = [f"eval/{stage}.parquet" for stage in STAGES]
     artifacts += ["demonstrations/train.parquet", "demonstrations/eval.parquet"]
     for rel in artifacts:
         a = pd.read_parquet(pipeline_run / "results" / rel)
         b = pd.read_parquet(second / "results" / rel)
         pd.testing.assert_frame_equal(a, b)
     ppo_timing = ["rollout_seconds", "update_seconds", "rollout_tokens_per_s", "update_samples_per_s", "tokens_per_s"]
-    pd.testing.assert_frame_equal(
-        pd.read_parquet(pipeline_run / "results" / "rlhf" / "train_log.parquet").drop(columns=ppo_timing),
-        pd.read_parquet(second / "results" / "rlhf" / "train_log.parquet").drop(columns=ppo_timing),
-    )
+    for stage in ("rlhf", "irl_rlhf"):
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(pipeline_run / "results" / stage / "train_log.parquet").drop(columns=ppo_timing),
+            pd.read_parquet(second / "results" / stage / "train_log.parquet").drop(columns=ppo_timing),
+        )
     # the SFT really trained: its loss went down and its generations differ from the base model's
     log = pd.read_parquet(pipeline_run / "results" / "sft" / "train_log.parquet")
     assert log["loss"].tail(4).mean() < log["loss"].head(4).mean()
@@ -198,3 +214,71 @@ def test_rlhf_checkpoint_is_loadable_with_provenance(pipeline_run: Path) -> None
     a, b = model.state_dict(), sft.state_dict()
     moved = {k for k in a if not torch.equal(a[k], b[k])}
     assert moved and all(k.startswith(("gpt_neox.layers.1.", "gpt_neox.final_layer_norm", "lm_head")) for k in moved)
+
+
+def test_irl_rlhf_optimises_the_reward_chosen_on_validation(pipeline_run: Path) -> None:
+    import json
+
+    from workflow_scripts.irl_report import best_run, select_runs
+
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    objective = cfg["irl_rlhf"]["objective"]
+    runs = pd.concat(
+        pd.read_parquet(pipeline_run / "results" / "irl" / objective / f"seed{s}" / "metrics.parquet")
+        for s in cfg["irl"]["seeds"]
+    )
+    best = best_run(select_runs(runs))
+    prov = json.loads((pipeline_run / "results" / "irl_rlhf" / "model" / "provenance.json").read_text())
+    assert prov["stage"] == "irl_rlhf" and prov["optimizer_steps"] == cfg["rlhf"]["total_steps"]
+    reward = prov["reward"]
+    assert (reward["kind"], reward["objective"]) == ("learned", objective)
+    assert (reward["seed"], reward["epoch"]) == (int(best["seed"]), int(best["epoch"]))
+    assert reward["reward_model"].endswith(f"irl/{objective}/seed{int(best['seed'])}/reward_model")
+    summary = pd.read_csv(pipeline_run / "reports" / "irl_metrics.csv")
+    assert reward["seed"] in summary.loc[summary["objective"] == objective, "selected_seed"].tolist()
+    assert not (pipeline_run / "results" / "irl_rlhf" / "checkpoints").exists()
+    # a different reward from RLHF's drove it: the raw rewards PPO logged are not the GT ones
+    rl = pd.read_parquet(pipeline_run / "results" / "rlhf" / "train_log.parquet")
+    irl = pd.read_parquet(pipeline_run / "results" / "irl_rlhf" / "train_log.parquet")
+    assert len(irl) == len(rl) and not np.allclose(irl["reward_raw_mean"], rl["reward_raw_mean"])
+
+
+def test_table1_claims_follow_the_differences(pipeline_run: Path) -> None:
+    from workflow_scripts.table1 import PAPER_METRICS, direction
+
+    reports = pipeline_run / "reports"
+    diffs = pd.read_csv(reports / "table1_differences.csv").set_index("comparison")
+    claims = pd.read_csv(reports / "table1_claims.csv")
+    text = (reports / "table1.md").read_text()
+    assert set(claims["comparison"]) == {"IRL-RLHF - SFT", "IRL-RLHF - RLHF", "RLHF - SFT"}
+    for _, claim in claims.iterrows():
+        row = diffs.loc[claim["comparison"].lower().replace("-rlhf", "_rlhf")]
+        prefix = "" if claim["classifier"] == "evaluation" else "gt_"
+        dirs = [direction(row[f"{prefix}{m}_ci_low"], row[f"{prefix}{m}_ci_high"]) for m in PAPER_METRICS]
+        assert (claim["columns_lower"], claim["columns_higher"]) == (dirs.count("lower"), dirs.count("higher"))
+        assert f"**{claim['claim']}** ({claim['classifier']} classifier): **{claim['verdict']}**" in text
+    vs = pd.read_csv(reports / "table1_vs_paper.csv")
+    assert vs.loc[vs["source"] == "this run", "stage"].tolist() == ["base", "SFT", "RLHF", "IRL-RLHF"]
+
+
+def test_html_report_embeds_tables_figures_and_config(pipeline_copy: Path) -> None:
+    import base64
+
+    snakemake(pipeline_copy, "--report", "report.html")
+    html = (pipeline_copy / "report.html").read_text()
+    embedded = {
+        name: base64.b64decode(data)
+        for name, data in re.findall(r'"data_uri": "data:[^;"]+;charset=utf8;filename=([^;"]+);base64,([^"]+)"', html)
+    }
+    expected = [
+        "reports/table1.csv", "reports/table1_differences.csv", "reports/table1_claims.csv",
+        "reports/table1_vs_paper.csv", "reports/irl_metrics.csv", "reports/irl_seed_agreement.csv",
+        "reports/figures/fig2_irl.png", "reports/figures/fig3_ppo_curves.png", "reports/figures/fig4_table1.png",
+        "reports/figures/fig5_irl_heatmap.png", "reports/config_used.yaml",
+    ]  # fmt: skip
+    for rel in expected:
+        assert embedded[Path(rel).name] == (pipeline_copy / rel).read_bytes(), rel
+    used = yaml.safe_load(embedded["config_used.yaml"])
+    assert used["model_name"] == "tiny-neox" and used["irl_rlhf"]["objective"] == "max_margin"
+    assert used["sft"]["max_grad_norm"] == 1.0  # the validated config, schema defaults filled in
+    assert "Figure 3 of the paper, reproduced" in html  # captions rendered from reports/*.rst

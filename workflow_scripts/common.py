@@ -161,10 +161,11 @@ def resolve_path(path: str | os.PathLike, base: str | os.PathLike = REPO_ROOT) -
 
 
 def read_table(path: str | os.PathLike, columns: tuple[str, ...], what: str) -> Any:
-    """Read a parquet table, failing with the file and the problem named when columns are missing or it is empty."""
+    """Read a parquet (or ``.csv``) table, failing with the file and the problem named when columns are missing or it
+    is empty."""
     import pandas as pd
 
-    df = pd.read_parquet(path)
+    df = pd.read_csv(path) if str(path).endswith(".csv") else pd.read_parquet(path)
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing} (has {list(df.columns)})")

@@ -28,7 +28,8 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from workflow_scripts.common import atomic_path, run_snakemake_job, write_csv  # noqa: E402
+from workflow_scripts.common import run_snakemake_job, write_csv  # noqa: E402
+from workflow_scripts.figures import save_figure  # noqa: E402
 from workflow_scripts.irl import reward_metrics  # noqa: E402
 
 LOG = logging.getLogger("irl_llms.irl_report")
@@ -126,13 +127,7 @@ def seed_agreement(metrics: pd.DataFrame, rewards: dict[tuple[str, int], pd.Data
 
 
 # ============================================================================================ figures
-def _save(fig: plt.Figure, path: str | Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
-    plt.close(fig)
-
-
-def figure5_heatmap(metrics: pd.DataFrame, path: str | Path, metric: str = "heldout_accuracy") -> None:
+def figure5_heatmap(metrics: pd.DataFrame, metric: str = "heldout_accuracy") -> plt.Figure:
     objectives = sorted(metrics["objective"].unique())
     fig, axes = plt.subplots(1, len(objectives), figsize=(5.5 * len(objectives), 3.2), squeeze=False)
     for ax, objective in zip(axes[0], objectives, strict=True):
@@ -152,10 +147,10 @@ def figure5_heatmap(metrics: pd.DataFrame, path: str | Path, metric: str = "held
         ax.set_xlabel("epoch")
         ax.set_ylabel("seed")
     fig.suptitle("Figure 5: IRL held-out accuracy by seed and epoch (non-identifiability)", y=1.04)
-    _save(fig, path)
+    return fig
 
 
-def figure2(metrics: pd.DataFrame, summary: pd.DataFrame, path: str | Path) -> None:
+def figure2(metrics: pd.DataFrame, summary: pd.DataFrame) -> plt.Figure:
     objectives = sorted(metrics["objective"].unique())
     fig, axes = plt.subplots(1, len(objectives) + 1, figsize=(4.8 * (len(objectives) + 1), 3.6), squeeze=False)
     selected = select_runs(metrics)
@@ -183,7 +178,7 @@ def figure2(metrics: pd.DataFrame, summary: pd.DataFrame, path: str | Path) -> N
     ax.set_title("(b) selected models, held-out texts (95% CI)")
     ax.legend(fontsize=7)
     fig.suptitle("Figure 2: IRL reward vs. ground truth", y=1.04)
-    _save(fig, path)
+    return fig
 
 
 def build_report(
@@ -205,8 +200,8 @@ def build_report(
     write_csv(summary, outputs["summary"])
     write_csv(long_table(metrics), outputs["long"], float_format="%.6f")
     write_csv(seed_agreement(metrics, rewards), outputs["agreement"])
-    figure2(metrics, summary, outputs["fig2"])
-    figure5_heatmap(metrics, outputs["fig5"])
+    save_figure(figure2(metrics, summary), outputs["fig2"])
+    save_figure(figure5_heatmap(metrics), outputs["fig5"])
     return summary
 
 

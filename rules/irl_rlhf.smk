@@ -1,0 +1,28 @@
+rule irl_rlhf:
+    """PPO from the SFT checkpoint against the reward recovered by IRL (chosen on validation pairs unless the config
+    names a seed); the same trainer, reward scaling and resume checkpoints as rule rlhf."""
+    input:
+        sft="results/sft/model",
+        train="results/data/train.parquet",
+        metrics=irl_rlhf_runs("results/irl/{objective}/seed{seed}/metrics.parquet"),
+        reward_models=irl_rlhf_runs("results/irl/{objective}/seed{seed}/reward_model"),
+    output:
+        model=directory("results/irl_rlhf/model"),
+        log="results/irl_rlhf/train_log.parquet",
+    params:
+        ppo=irl_rlhf_ppo_params(),
+        reward=irl_rlhf_reward_params(),
+        checkpoint_dir="results/irl_rlhf/checkpoints",
+    log:
+        "logs/irl_rlhf.log",
+    benchmark:
+        "results/benchmarks/irl_rlhf.tsv"
+    threads: 2
+    resources:
+        mem_mb=10000,
+        runtime=120,
+        gpu=1,
+    conda:
+        "../envs/pipeline.yaml"
+    script:
+        "../workflow_scripts/irl_rlhf.py"

@@ -1,0 +1,108 @@
+"""Figures drawn from pipeline artifacts only (seaborn style, matplotlib Agg); each figure is its own rule output.
+
+* Figure 3 (``fig3_ppo_curves``): PPO training curves of RLHF (solid) and IRL-RLHF (dashed) over optimizer steps, from
+  ``results/{rlhf,irl_rlhf}/train_log.parquet``: total and policy loss, returns mean and std, the normalised reward
+  mean (what PPO saw after running-std scaling, comparable across the two rewards) and the KL to the SFT reference.
+* Figure 4 (``fig4_table1``): Table 1 as bars with 95% CI whiskers, from ``reports/table1.csv``: one panel per metric,
+  the evaluation classifier in the top row and the GT reward classifier in the bottom row.
+
+The drawing functions return the ``Figure`` (tests read its lines, bars and labels); ``save_figure`` writes it.
+"""
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from workflow_scripts.common import atomic_path, read_table, run_snakemake_job  # noqa: E402
+from workflow_scripts.table1 import METRIC_LABELS, STAGE_LABELS, stage_label  # noqa: E402
+
+PPO_PANELS = (
+    ("loss", "total loss"),
+    ("policy_loss", "policy loss"),
+    ("returns_mean", "returns mean"),
+    ("returns_std", "returns std"),
+    ("reward_mean", "reward mean (normalised)"),
+    ("kl", "KL to SFT (nats / sequence)"),
+)
+PPO_STYLES = {"rlhf": "-", "irl_rlhf": "--"}
+CLASSIFIER_ROWS = (("", "evaluation classifier"), ("gt_", "GT reward classifier"))
+
+
+def save_figure(fig: plt.Figure, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
+def figure3_ppo_curves(logs: Mapping[str, pd.DataFrame]) -> plt.Figure:
+    """One panel per PPO quantity; one line per stage (RLHF solid, IRL-RLHF dashed), x = optimizer step."""
+    if not logs:
+        raise ValueError("Figure 3 needs at least one PPO training log")
+    sns.set_theme(style="whitegrid", context="paper")
+    palette = dict(zip(PPO_STYLES, sns.color_palette("colorblind", len(PPO_STYLES)), strict=True))
+    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
+    for ax, (column, title) in zip(axes.flat, PPO_PANELS, strict=True):
+        for stage, log in logs.items():
+            if column not in log.columns or "step" not in log.columns:
+                raise ValueError(f"PPO log of {stage!r} lacks column {column!r} or 'step'")
+            ax.plot(
+                log["step"], log[column], PPO_STYLES.get(stage, ":"), color=palette.get(stage), label=stage_label(stage)
+            )
+        ax.set_title(title)
+        ax.set_xlabel("optimizer step")
+    axes.flat[0].legend()
+    fig.suptitle("Figure 3: PPO training, RLHF (GT reward, solid) vs IRL-RLHF (learned reward, dashed)")
+    fig.tight_layout()
+    return fig
+
+
+def figure4_table1(table: pd.DataFrame, metrics: tuple[str, ...] = tuple(METRIC_LABELS)) -> plt.Figure:
+    """Bars = Table 1 values per stage, whiskers = their 95% bootstrap CIs; rows: evaluation / GT classifier."""
+    if table.empty:
+        raise ValueError("Figure 4 needs a non-empty Table 1")
+    sns.set_theme(style="whitegrid", context="paper")
+    stages = table["stage"].tolist()
+    colors = sns.color_palette("colorblind", len(STAGE_LABELS))
+    stage_colors = [colors[list(STAGE_LABELS).index(s)] if s in STAGE_LABELS else "grey" for s in stages]
+    fig, axes = plt.subplots(len(CLASSIFIER_ROWS), len(metrics), figsize=(3.0 * len(metrics), 6.2), squeeze=False)
+    x = np.arange(len(stages))
+    for r, (prefix, row_label) in enumerate(CLASSIFIER_ROWS):
+        for c, metric in enumerate(metrics):
+            ax, key = axes[r][c], prefix + metric
+            value = table[key].to_numpy(dtype=float)
+            err = np.vstack([value - table[f"{key}_ci_low"], table[f"{key}_ci_high"] - value])
+            ax.bar(x, value, yerr=err, capsize=3, color=stage_colors, edgecolor="black", linewidth=0.4)
+            ax.set_xticks(x, [stage_label(s) for s in stages], rotation=30)
+            ax.set_ylim(0, 1)
+            ax.set_title(METRIC_LABELS[metric], fontsize=9)
+            if c == 0:
+                ax.set_ylabel(row_label)
+    fig.suptitle(f"Table 1 of this run ({table['model'].iloc[0]}), 95% bootstrap CIs; lower is less toxic")
+    fig.tight_layout()
+    return fig
+
+
+def _snakemake(smk: Any) -> None:
+    if smk.rule == "fig3_ppo_curves":
+        logs = {
+            stage: read_table(path, ("step",), f"{stage} PPO log")
+            for stage, path in zip(smk.params.stages, smk.input.logs, strict=True)
+        }
+        fig = figure3_ppo_curves(logs)
+    elif smk.rule == "fig4_table1":
+        fig = figure4_table1(pd.read_csv(smk.input.table))
+    else:
+        raise ValueError(f"figures.py does not draw for rule {smk.rule!r}")
+    save_figure(fig, smk.output.figure)
+
+
+if __name__ == "__main__":
+    run_snakemake_job(snakemake, _snakemake)  # type: ignore[name-defined]  # noqa: F821
