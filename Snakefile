@@ -35,6 +35,7 @@ rule all:
         "reports/table1_differences.csv",
         "reports/table1_claims.csv",
         "reports/table1.md",
+        "reports/table1.html",
         "results/demonstrations/train.parquet",
         "results/demonstrations/eval.parquet",
         "reports/irl_metrics.csv",

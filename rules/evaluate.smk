@@ -39,6 +39,7 @@ rule table1:
         claims=report("reports/table1_claims.csv", caption="../reports/table1_claims.rst", category="Table 1"),
         vs_paper=report("reports/table1_vs_paper.csv", caption="../reports/table1_vs_paper.rst", category="Table 1"),
         markdown="reports/table1.md",
+        html=report("reports/table1.html", caption="../reports/table1_html.rst", category="Table 1"),
     params:
         stages=EVAL_STAGES,
         cfg=table1_params(),

@@ -11,7 +11,8 @@ Consumes ``results/eval/{stage}.parquet`` (from ``workflow_scripts.evaluate``) a
   * ``reports/table1_claims.csv``: for each of the paper's claims ("IRL-RLHF is less toxic than SFT", "... than RLHF")
     a verdict computed from those CIs, per classifier, next to what the paper's own numbers show;
   * ``reports/table1_vs_paper.csv``: our numbers and the paper's on the paper's three columns, labelled by source;
-  * ``reports/table1.md``: all of the above in words and tables.
+  * ``reports/table1.md``: all of the above in words and tables, and ``reports/table1.html``, the same rendered for
+    the Snakemake report (browsers do not open the report's embedded CSVs inline, they download them).
 """
 
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import markdown
 import numpy as np
 import pandas as pd
 
@@ -266,9 +268,10 @@ def table1_markdown(
         lines += [
             "## The paper's claims on this run",
             "",
-            f'A claim "a is less toxic than b" *holds* on a column when the {level} paired-bootstrap CI of a - b',
-            "(same prompts) lies below 0, is *contradicted* when it lies above 0, and is *unresolved* otherwise; the",
-            f"verdict is over the paper's columns ({', '.join(METRIC_LABELS[m] for m in PAPER_METRICS)}).",
+            f'A claim "a is less toxic than b" holds on a column when the {level} paired-bootstrap CI of a - b',
+            "(same prompts) lies below 0 (*lower*); the column contradicts it when the CI lies above 0 (*higher*);",
+            "otherwise the column is *unresolved*. The verdict is over the paper's columns",
+            f"({', '.join(METRIC_LABELS[m] for m in PAPER_METRICS)}).",
             "",
         ]
         for _, c in claims.iterrows():
@@ -302,6 +305,20 @@ def table1_markdown(
     return "\n".join(lines)
 
 
+HTML_STYLE = (
+    "body{font-family:sans-serif;max-width:75em;margin:1em auto;line-height:1.4}"
+    "table{border-collapse:collapse;margin:0.5em 0 1.5em}th,td{border:1px solid #ccc;padding:2px 8px}"
+    "td{font-variant-numeric:tabular-nums}th{background:#f3f3f3}"
+)
+
+
+def markdown_to_html(text: str, title: str) -> str:
+    """A standalone HTML page of the markdown (tables extension), for the report's viewer."""
+    body = markdown.markdown(text, extensions=["tables"])
+    head = f"<meta charset='utf-8'><title>{title}</title><style>{HTML_STYLE}</style>"
+    return f"<!DOCTYPE html><html><head>{head}</head><body>{body}</body></html>\n"
+
+
 def _snakemake(smk: Any) -> None:
     cfg = TableConfig(**smk.params.cfg)
     files = dict(zip(smk.params.stages, smk.input.generations, strict=True))
@@ -312,8 +329,11 @@ def _snakemake(smk: Any) -> None:
     write_csv(differences, smk.output.differences)
     write_csv(claims, smk.output.claims)
     write_csv(versus_paper(table, paper), smk.output.vs_paper)
+    text = table1_markdown(table, differences, claims, paper, cfg)
     with atomic_path(smk.output.markdown) as tmp:
-        tmp.write_text(table1_markdown(table, differences, claims, paper, cfg))
+        tmp.write_text(text)
+    with atomic_path(smk.output.html) as tmp:
+        tmp.write_text(markdown_to_html(text, f"Table 1: {cfg.model_name}"))
 
 
 if __name__ == "__main__":
