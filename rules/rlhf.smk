@@ -7,7 +7,7 @@ rule rlhf:
         model=directory("results/rlhf/model"),
         log="results/rlhf/train_log.parquet",
     params:
-        cfg=canonical(config["rlhf"]),
+        ppo=canonical(config["rlhf"]),
         gt_classifier=with_resolved_wheel(config["gt_classifier"]),
         checkpoint_dir="results/rlhf/checkpoints",
     log:

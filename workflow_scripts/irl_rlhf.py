@@ -5,7 +5,7 @@ configured objective, ``results/irl/{objective}/seed{seed}/{metrics.parquet,rewa
 Which seed's reward model is used is decided on *validation* pairs only (``irl_report.best_run``: highest validation
 pair accuracy), unless the config names a seed.
 Produces ``results/irl_rlhf/model/`` and ``results/irl_rlhf/train_log.parquet`` through the same trainer
-(``rlhf.run_ppo_stage``), the same monotone running-std reward scaling and the same resume checkpoints as RLHF; the
+(``rlhf.run_ppo_job``), the same monotone running-std reward scaling and the same resume checkpoints as RLHF; the
 original code's per-batch min-max rescaling of the learned reward is not used.
 """
 
@@ -16,11 +16,10 @@ from typing import Any
 
 import pandas as pd
 
-from workflow_scripts.common import dataclass_from_dict, read_table, run_snakemake_job
+from workflow_scripts.common import read_table, run_snakemake_job
 from workflow_scripts.irl import load_reward_model
 from workflow_scripts.irl_report import best_run, select_runs
-from workflow_scripts.ppo import PPOConfig
-from workflow_scripts.rlhf import run_ppo_stage
+from workflow_scripts.rlhf import run_ppo_job
 
 LOG = logging.getLogger("irl_llms.irl_rlhf")
 
@@ -60,7 +59,6 @@ def choose_reward_model(
 
 
 def _snakemake(smk: Any) -> None:
-    cfg = dataclass_from_dict(PPOConfig, smk.params.ppo)
     choice_cfg = smk.params.reward
     model_dir, choice = choose_reward_model(
         smk.input.metrics, smk.input.reward_models, choice_cfg["objective"], choice_cfg["seed"]
@@ -68,17 +66,7 @@ def _snakemake(smk: Any) -> None:
     LOG.info("learned reward: %s", choice)
     reward = load_reward_model(model_dir, batch_size=choice_cfg["batch_size"])
     data = read_table(smk.input.train, ("prompt",), "training prompts")
-    run_ppo_stage(
-        "irl_rlhf",
-        cfg,
-        smk.input.sft,
-        data["prompt"].tolist(),
-        reward,
-        smk.output.model,
-        smk.output.log,
-        smk.params.checkpoint_dir,
-        choice,
-    )
+    run_ppo_job(smk, data["prompt"].tolist(), reward, choice)
 
 
 if __name__ == "__main__":

@@ -81,23 +81,22 @@ def run_ppo_stage(
     return log
 
 
+def run_ppo_job(smk: Any, prompts: list[str], reward_fn: RewardFn, reward_description: dict[str, Any]) -> None:
+    """``run_ppo_stage`` wired to a PPO rule: ``params.ppo``, ``input.sft``, ``output.{model,log}``,
+    ``params.checkpoint_dir`` (rules ``rlhf`` and ``irl_rlhf``)."""
+    cfg = dataclass_from_dict(PPOConfig, smk.params.ppo)
+    run_ppo_stage(
+        smk.rule, cfg, smk.input.sft, prompts, reward_fn, smk.output.model, smk.output.log, smk.params.checkpoint_dir,
+        reward_description,
+    )  # fmt: skip
+
+
 def _snakemake(smk: Any) -> None:
-    cfg = dataclass_from_dict(PPOConfig, smk.params.cfg)
     data = read_table(smk.input.train, ("prompt", "original_output"), "training prompts")
     reward = GTToxicityReward.from_pairs(
         load_scorer(smk.params.gt_classifier), data["prompt"].tolist(), data["original_output"].tolist()
     )
-    run_ppo_stage(
-        "rlhf",
-        cfg,
-        smk.input.sft,
-        data["prompt"].tolist(),
-        reward,
-        smk.output.model,
-        smk.output.log,
-        smk.params.checkpoint_dir,
-        {"kind": "gt_toxicity", "classifier": smk.params.gt_classifier},
-    )
+    run_ppo_job(smk, data["prompt"].tolist(), reward, {"kind": "gt_toxicity", "classifier": smk.params.gt_classifier})
 
 
 if __name__ == "__main__":
