@@ -30,6 +30,7 @@ from workflow_scripts.common import (
     seed_everything,
     write_json,
 )
+from workflow_scripts.hub import from_hub
 from workflow_scripts.lm import check_tokenizer_matches
 
 LOG = logging.getLogger("irl_llms.base")
@@ -95,8 +96,13 @@ def _from_gguf_wheel(cfg: BaseModelConfig) -> tuple[Any, Any]:
 def _from_pretrained(cfg: BaseModelConfig) -> tuple[Any, Any]:
     if not cfg.name_or_path:
         raise ValueError("base_model.source is 'pretrained' but base_model.name_or_path is empty")
-    tokenizer = AutoTokenizer.from_pretrained(cfg.name_or_path, revision=cfg.revision)
-    model = AutoModelForCausalLM.from_pretrained(cfg.name_or_path, revision=cfg.revision, dtype=torch.float32)
+    name = cfg.name_or_path
+    tokenizer = from_hub(lambda: AutoTokenizer.from_pretrained(name, revision=cfg.revision), "tokenizer", name)
+    model = from_hub(
+        lambda: AutoModelForCausalLM.from_pretrained(name, revision=cfg.revision, dtype=torch.float32),
+        "base model",
+        name,
+    )
     return model, tokenizer
 
 

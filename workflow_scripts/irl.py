@@ -503,10 +503,10 @@ def train_irl(
 
 
 def _snakemake_features(smk: Any) -> None:
-    from workflow_scripts.gt_classifier import GTToxicityClassifier
+    from workflow_scripts.toxicity import load_scorer
 
     cfg = dataclass_from_dict(IRLConfig, smk.params.cfg)
-    gt = GTToxicityClassifier.from_wheel(smk.params.gt_classifier["wheel"])
+    gt = load_scorer(smk.params.gt_classifier)
     build_features(
         cfg, smk.input.backbone, smk.input.demos, smk.input.heldout, smk.input.train_texts, gt, smk.output.features
     )

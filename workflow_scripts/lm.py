@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from workflow_scripts.hub import from_hub
+
 
 def pick_device(preference: str = "auto") -> torch.device:
     """``auto`` uses CUDA when present, else CPU; ``cpu``/``cuda`` force one."""
@@ -61,8 +63,8 @@ def load_causal_lm(
     p = Path(path)
     if p.exists() and not (p / "config.json").exists():
         raise FileNotFoundError(f"{p} is not a model checkpoint (no config.json)")
-    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(str(path)))
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    tokenizer = prepare_tokenizer(from_hub(lambda: AutoTokenizer.from_pretrained(str(path)), "tokenizer", path))
+    model = from_hub(lambda: AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype), "causal LM", path)
     model.to(pick_device(device))
     model.eval()
     check_tokenizer_matches(model, tokenizer, str(path))
