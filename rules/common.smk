@@ -43,18 +43,34 @@ GT_WHEEL = require_shipped(
     WHEEL_HINT.format(pkg="toxic-comment-classifier==0.3.0"),
 ) if config["gt_classifier"]["kind"] == "gt_bilstm" else None
 
-DATA_TEXTS = require_shipped(
-    config["data"]["texts"], "text data set (data.texts)", "rebuild it with workflow_scripts/build_text_data.py"
-)
-DATA_RTP = require_shipped(
-    config["data"]["rtp_prompts"], "RTP-style prompt set (data.rtp_prompts)",
-    "rebuild it with workflow_scripts/build_text_data.py",
-)
+DATA_FILE_SUFFIXES = (".parquet", ".csv", ".json", ".jsonl")
 
-PAPER_TABLE1 = require_shipped(
-    config["evaluation"]["paper_table1"], "the paper's Table 1 (evaluation.paper_table1)",
-    "it ships with the repository: restore it with git checkout",
-)
+
+def looks_like_hub_id(name):
+    """``org/name`` that is not on disk and not a data file path: a Hugging Face hub id (paper configs)."""
+    p = Path(name)
+    return not p.is_absolute() and len(p.parts) == 2 and p.suffix not in DATA_FILE_SUFFIXES and not os.path.exists(name)
+
+
+def data_source(key, what):
+    """A data set named in ``data.<key>``: a local file/directory (checked now, a job input) or a hub id (no input)."""
+    name = config["data"][key]
+    if looks_like_hub_id(name):
+        return None
+    return require_shipped(name, f"{what} (data.{key})", "rebuild it with workflow_scripts/build_text_data.py")
+
+
+DATA_INPUTS = {
+    k: v for k, v in (
+        ("texts", data_source("texts", "text data set")),
+        ("rtp", data_source("rtp_prompts", "RTP-style prompt set")),
+    ) if v is not None
+}
+
+
+def data_label_classifier():
+    """The GT classifier labels the texts only when the data set has no label column."""
+    return with_resolved_wheel(config["gt_classifier"]) if config["data"]["label_column"] is None else None
 
 
 def canonical(value):

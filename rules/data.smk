@@ -1,15 +1,15 @@
 rule prepare_data:
-    """Split each text at its middle word into prompt / original_output; seeded, label-stratified 80/20 split;
-    seeded order of the held-out RTP-style prompts."""
+    """Split each text at its middle word into prompt / original_output (or keep a data set's own split); seeded,
+    label-stratified 80/20 split; seeded order of the held-out RTP-style prompts. Hub data sets are no inputs."""
     input:
-        texts=DATA_TEXTS,
-        rtp=DATA_RTP,
+        **DATA_INPUTS,
     output:
         train="results/data/train.parquet",
         eval="results/data/eval.parquet",
         rtp="results/data/rtp_prompts.parquet",
     params:
         cfg=canonical(config["data"]),
+        gt_classifier=data_label_classifier(),
     log:
         "logs/prepare_data.log",
     threads: 1

@@ -102,3 +102,46 @@ def test_dataset_from_local_copy_and_unreachable_id(tmp_path: Path, offline: Non
     with pytest.raises(HubUnavailable) as err:
         load_dataset_table(name)
     one_line_hub_error(err, name)
+
+
+def test_paper_layout_data_sets_from_local_copies(tmp_path: Path, gt_wheel: Path) -> None:
+    """jigsaw-long-2000's layout (prompt / original_output, no label) and RealToxicityPrompts' (struct prompt,
+    challenging flag), as local copies, through the loader the paper configs use."""
+    from workflow_scripts.prepare_data import DataConfig, prepare_data
+    from workflow_scripts.toxicity import GTBiLSTMScorer
+
+    shipped = pd.read_parquet(Path(__file__).parent.parent / "resources" / "jigsaw_style_texts.parquet").head(40)
+    words = shipped["text"].str.split()
+    jigsaw = pd.DataFrame({"prompt": words.str[:4].str.join(" "), "original_output": words.str[4:].str.join(" ")})
+    jigsaw.to_parquet(tmp_path / "jigsaw.parquet")
+    rtp_dir = tmp_path / "rtp" / "data"
+    rtp_dir.mkdir(parents=True)
+    rtp = pd.DataFrame(
+        {
+            "prompt": [{"text": f"prompt number {i} says", "toxicity": 0.1} for i in range(6)],
+            "challenging": [True, False, True, True, False, True],
+        }
+    )
+    rtp.to_parquet(rtp_dir / "train-00000-of-00001.parquet")
+    cfg = DataConfig(
+        texts=str(tmp_path / "jigsaw.parquet"), rtp_prompts=str(tmp_path / "rtp"), label_column=None,
+        prompt_column="prompt", continuation_column="original_output", rtp_prompt_column="prompt.text",
+        rtp_challenging_only=True, eval_fraction=0.25,
+    )  # fmt: skip
+    out = {k: tmp_path / f"{k}.parquet" for k in ("train", "eval", "rtp")}
+    scorer = GTBiLSTMScorer(str(gt_wheel))
+    counts = prepare_data(cfg, out["train"], out["eval"], out["rtp"], label_scorer=lambda: scorer)
+    both = pd.concat([pd.read_parquet(out["train"]), pd.read_parquet(out["eval"])])
+    assert counts["train"] + counts["eval"] == len(both) == 40
+    # the data set's own prompt / continuation split is kept, and labels are the GT classifier's
+    by_prompt = both.set_index("prompt")
+    for _, row in jigsaw.iterrows():
+        assert by_prompt.loc[row["prompt"], "original_output"] == " " + row["original_output"]
+    np.testing.assert_array_equal(both["label"], (scorer.p_toxic(both["text"].tolist()) >= 0.5).astype(int))
+    prompts = pd.read_parquet(out["rtp"])["prompt"]
+    assert sorted(prompts) == [f"prompt number {i} says" for i in (0, 2, 3, 5)]  # challenging rows only
+    with pytest.raises(ValueError, match="no field 'txt'"):
+        prepare_data(
+            DataConfig(**{**cfg.__dict__, "rtp_prompt_column": "prompt.txt"}), out["train"], out["eval"], out["rtp"],
+            label_scorer=lambda: scorer,
+        )  # fmt: skip

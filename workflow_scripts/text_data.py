@@ -249,7 +249,8 @@ def make_prompt_dataset(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Turn a labelled texts frame into ``(train, eval)`` prompt data sets.
 
-    Each text is whitespace-normalised and split by :func:`split_at_middle_word`; the frame is split by
+    Each text is whitespace-normalised and split by :func:`split_at_middle_word` (a frame that already has ``prompt``
+    and ``original_output`` columns keeps that split, and ``text`` becomes their concatenation); the frame is split by
     :func:`train_eval_split` (stratified by label, seeded) and, when ``n_train`` / ``n_eval`` are given, each half is
     reduced to that many rows by :func:`stratified_subsample` (seeded, label shares kept). Texts with fewer than two
     words and repeated (normalised) texts are dropped. Output columns: ``id`` (first 12 hex digits of the SHA-1 of the
@@ -268,10 +269,16 @@ def make_prompt_dataset(
             "source": texts_df["source"].astype(str).to_numpy(),
         }
     )
+    presplit = {"prompt", "original_output"} <= set(texts_df.columns)
+    if presplit:  # a data set with its own prompt / continuation (the paper's jigsaw-long-2000) keeps its split
+        data["prompt"] = texts_df["prompt"].map(normalise_whitespace).to_numpy()
+        data["original_output"] = (" " + texts_df["original_output"].map(normalise_whitespace)).to_numpy()
+        data["text"] = data["prompt"] + data["original_output"]
     data = data[data["text"].str.count(" ") >= 1].drop_duplicates("text").reset_index(drop=True)
-    halves = data["text"].map(split_at_middle_word)
-    data["prompt"] = [h[0] for h in halves]
-    data["original_output"] = [h[1] for h in halves]
+    if not presplit:
+        halves = data["text"].map(split_at_middle_word)
+        data["prompt"] = [h[0] for h in halves]
+        data["original_output"] = [h[1] for h in halves]
     data["id"] = data["text"].map(text_id)
     train, evaluation = train_eval_split(data, eval_fraction=eval_fraction, seed=seed)
     if n_train is not None:
