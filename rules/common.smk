@@ -68,6 +68,12 @@ DATA_INPUTS = {
 }
 
 
+PAPER_TABLE1 = require_shipped(
+    config["evaluation"]["paper_table1"], "the paper's Table 1 (evaluation.paper_table1)",
+    "it ships with the repository: restore it with git checkout",
+)
+
+
 def data_label_classifier():
     """The GT classifier labels the texts only when the data set has no label column."""
     return with_resolved_wheel(config["gt_classifier"]) if config["data"]["label_column"] is None else None
