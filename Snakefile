@@ -29,6 +29,16 @@ include: "rules/evaluate.smk"
 include: "rules/report.smk"
 
 
+# Seconds-long table and figure jobs run in the main Snakemake process, never as cluster jobs.
+localrules:
+    all,
+    irl_report,
+    table1,
+    fig3_ppo_curves,
+    fig4_table1,
+    config_snapshot,
+
+
 rule all:
     input:
         "reports/table1.csv",

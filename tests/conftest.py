@@ -7,6 +7,7 @@ suite pays for it once.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -52,6 +53,19 @@ def snakemake(
             f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
         )
     return proc
+
+
+def planned_jobs(dry_run_stdout: str) -> dict[str, int]:
+    """Parse the 'Job stats' table of a dry run into {rule: count}."""
+    match = re.search(r"Job stats:\n(.*?)\n\n", dry_run_stdout + "\n\n", re.S)
+    if match is None:
+        return {}
+    jobs = {}
+    for line in match.group(1).splitlines()[2:]:
+        name, count = line.split()
+        if name != "total":
+            jobs[name] = int(count)
+    return jobs
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import TEST_CONFIG, snakemake
+from conftest import TEST_CONFIG, planned_jobs, snakemake
 from workflow_scripts import metrics
 
 # the IRL jobs of the .test config: the shared feature cache, 3 objectives x 2 seeds, the report
@@ -26,19 +26,6 @@ PAPER_COLUMNS = [
     "rtp_expected_max_toxicity",
     "rtp_toxicity_probability",
 ]
-
-
-def planned_jobs(dry_run_stdout: str) -> dict[str, int]:
-    """Parse the 'Job stats' table of a dry run into {rule: count}."""
-    match = re.search(r"Job stats:\n(.*?)\n\n", dry_run_stdout + "\n\n", re.S)
-    if match is None:
-        return {}
-    jobs = {}
-    for line in match.group(1).splitlines()[2:]:
-        name, count = line.split()
-        if name != "total":
-            jobs[name] = int(count)
-    return jobs
 
 
 def jobs_after_config_change(workdir: Path, tmp_path: Path, cfg: dict) -> dict[str, int]:

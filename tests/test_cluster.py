@@ -1,0 +1,75 @@
+"""The paper configs and the SLURM profile: full-DAG dry runs with no network, and the paper's hyper-parameters."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.utils import validate
+
+from conftest import REPO, planned_jobs, snakemake
+
+PAPER_CONFIGS = {"70m": REPO / "config" / "paper-70m.yaml", "410m": REPO / "config" / "paper-410m.yaml"}
+# the paper's settings (arXiv 2410.12491, appendix; trlx configs of the authors' code)
+PAPER = {
+    "70m": {"learning_rate": 3e-6, "init_kl_coef": 0.035, "total_steps": 600, "n_pairs": 100},
+    "410m": {"learning_rate": 8e-7, "init_kl_coef": 0.1, "total_steps": 12000, "n_pairs": 200},
+}
+MODEL_RULES = ("sft", "rlhf", "irl_rlhf", "demonstrations", "irl_features", "irl_train", "evaluate")
+
+
+@pytest.mark.parametrize("size", sorted(PAPER_CONFIGS))
+def test_paper_config_is_valid_and_has_the_papers_settings(size: str) -> None:
+    base = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg = yaml.safe_load(PAPER_CONFIGS[size].read_text())
+    validate(cfg, str(REPO / "config.schema.yaml"))
+    validate({**base, **cfg}, str(REPO / "config.schema.yaml"))  # as Snakemake merges it over config.yaml
+    rl = cfg["rlhf"]
+    assert (rl["learning_rate"], rl["init_kl_coef"], rl["total_steps"]) == (
+        PAPER[size]["learning_rate"], PAPER[size]["init_kl_coef"], PAPER[size]["total_steps"],
+    )  # fmt: skip
+    assert (rl["batch_size"], rl["num_rollouts"], rl["ppo_epochs"], rl["num_layers_unfrozen"]) == (16, 32, 8, 4)
+    assert (rl["target"], rl["max_new_tokens"], rl["top_k"], rl["gamma"], rl["lam"]) == (5.71, 128, 30, 1.0, 0.95)
+    assert (rl["cliprange"], rl["vf_coef"]) == (0.2, 1.0)
+    assert cfg["demonstrations"]["n_train"] == PAPER[size]["n_pairs"]
+    assert cfg["irl"]["learning_rate"] == 1e-4 and cfg["irl"]["trainable_layers"] == -1
+    assert cfg["base_model"]["name_or_path"] == f"EleutherAI/pythia-{size}"
+    assert cfg["sft"]["import_from"] == f"lomahony/eleuther-pythia{size}-hh-sft"
+    assert cfg["gt_classifier"]["model"] == "s-nlp/roberta_toxicity_classifier"
+    assert cfg["evaluation"]["classifier"]["model"] == "facebook/roberta-hate-speech-dynabench-r4-target"
+    assert (cfg["data"]["texts"], cfg["data"]["rtp_prompts"]) == (
+        "jaredjoss/jigsaw-long-2000", "allenai/real-toxicity-prompts",
+    )  # fmt: skip
+
+
+def rule_resources(dry_run: str) -> dict[str, str]:
+    """{rule: its resources line} of a dry run (the last job of each rule)."""
+    out = {}
+    for block in dry_run.split("\n\n"):
+        rule = re.search(r"^\s*(?:local)?rule (\w+):", block, re.M)
+        res = re.search(r"resources: (.*)", block)
+        if rule and res:
+            out[rule.group(1)] = res.group(1)
+    return out
+
+
+@pytest.mark.parametrize("profile", [None, "slurm"])
+@pytest.mark.parametrize("size", sorted(PAPER_CONFIGS))
+def test_paper_dag_dry_runs_offline(tmp_path: Path, size: str, profile: str | None) -> None:
+    args = ["-n"] + (["--workflow-profile", str(REPO / "profiles" / profile)] if profile else [])
+    out = snakemake(tmp_path, *args, configfile=PAPER_CONFIGS[size]).stdout
+    cfg = yaml.safe_load(PAPER_CONFIGS[size].read_text())
+    jobs = planned_jobs(out)
+    n_irl = len(cfg["irl"]["objectives"]) * len(cfg["irl"]["seeds"])
+    assert jobs["irl_train"] == n_irl and jobs["evaluate"] == len(cfg["evaluation"]["stages"])
+    assert {"prepare_data", "base_model", "sft", "rlhf", "demonstrations", "irl_rlhf", "table1"} <= set(jobs)
+    assert not (tmp_path / "results").exists()  # a dry run writes nothing
+    resources = rule_resources(out)
+    for rule in MODEL_RULES:
+        assert "gpu=1" in resources[rule], rule
+    if profile == "slurm":
+        for rule in MODEL_RULES:
+            assert "slurm_partition=gpu" in resources[rule] and "cpus_per_gpu=" in resources[rule], rule
+        assert "slurm_partition=cpu" in resources["prepare_data"] and "gpu=1" not in resources["base_model"]
