@@ -84,6 +84,10 @@ def canonical(value):
     return json.loads(json.dumps(value, sort_keys=True))
 
 
+# device and numerics of every model job (compute.device, compute.precision)
+COMPUTE = canonical(config["compute"])
+
+
 def with_resolved_wheel(spec):
     """A classifier config entry with its wheel path resolved against the repo."""
     spec = dict(spec)

@@ -9,6 +9,7 @@ rule demonstrations:
         train="results/demonstrations/train.parquet",
         eval="results/demonstrations/eval.parquet",
     params:
+        compute=COMPUTE,
         cfg=canonical(config["demonstrations"]),
         gt_classifier=with_resolved_wheel(config["gt_classifier"]),
     log:

@@ -8,6 +8,7 @@ rule evaluate:
     output:
         generations="results/eval/{model}.parquet",
     params:
+        compute=COMPUTE,
         cfg=evaluate_params(),
         gt_classifier=with_resolved_wheel(config["gt_classifier"]),
     log:

@@ -8,6 +8,7 @@ rule irl_features:
     output:
         features="results/irl/features.pt",
     params:
+        compute=COMPUTE,
         cfg=irl_features_params(),
         gt_classifier=with_resolved_wheel(config["gt_classifier"]),
     log:
@@ -35,6 +36,7 @@ rule irl_train:
         metrics="results/irl/{objective}/seed{seed}/metrics.parquet",
         rewards="results/irl/{objective}/seed{seed}/rewards.parquet",
     params:
+        compute=COMPUTE,
         cfg=irl_train_params(),
     log:
         "logs/irl/{objective}_seed{seed}.log",

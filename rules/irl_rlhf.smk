@@ -10,6 +10,7 @@ rule irl_rlhf:
         model=directory("results/irl_rlhf/model"),
         log="results/irl_rlhf/train_log.parquet",
     params:
+        compute=COMPUTE,
         ppo=irl_rlhf_ppo_params(),
         reward=irl_rlhf_reward_params(),
         checkpoint_dir="results/irl_rlhf/checkpoints",

@@ -7,6 +7,7 @@ rule rlhf:
         model=directory("results/rlhf/model"),
         log="results/rlhf/train_log.parquet",
     params:
+        compute=COMPUTE,
         ppo=canonical(config["rlhf"]),
         gt_classifier=with_resolved_wheel(config["gt_classifier"]),
         checkpoint_dir="results/rlhf/checkpoints",

@@ -7,6 +7,7 @@ rule sft:
         model=directory("results/sft/model"),
         log="results/sft/train_log.parquet",
     params:
+        compute=COMPUTE,
         cfg=canonical(config["sft"]),
     log:
         "logs/sft.log",

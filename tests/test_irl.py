@@ -23,7 +23,7 @@ from workflow_scripts.irl import (
     split_pairs,
     train_irl,
 )
-from workflow_scripts.lm import load_causal_lm, position_ids_from_mask
+from workflow_scripts.lm import ComputeConfig, load_causal_lm, position_ids_from_mask
 
 
 @pytest.mark.parametrize(
@@ -124,7 +124,9 @@ def irl_inputs(tiny_model_dir: Path, gt_wheel: Path, tmp_path_factory: pytest.Te
     return {"cfg": cfg, "features": features, "backbone": tiny_model_dir, "tmp": tmp}
 
 
-def run(inputs: dict, name: str, features: Path | None = None, **kw) -> tuple[pd.DataFrame, Path]:
+def run(
+    inputs: dict, name: str, features: Path | None = None, compute: ComputeConfig | None = None, **kw
+) -> tuple[pd.DataFrame, Path]:
     cfg = IRLConfig(**{**inputs["cfg"].__dict__, **kw})
     out = inputs["tmp"] / name
     metrics = train_irl(
@@ -134,6 +136,7 @@ def run(inputs: dict, name: str, features: Path | None = None, **kw) -> tuple[pd
         out / "reward_model",
         out / "metrics.parquet",
         out / "rewards.parquet",
+        compute,
     )
     return metrics, out
 
@@ -145,6 +148,14 @@ def test_training_learns_to_prefer_the_expert(irl_inputs: dict, objective: str) 
     assert metrics["val_pair_accuracy"].iloc[1:].max() == 1.0
     assert metrics["selected"].sum() == 1 and not metrics.loc[metrics["epoch"] == 0, "selected"].any()
     assert metrics.loc[metrics["selected"], "train_texts_accuracy"].notna().all()
+
+
+def test_training_in_bf16_learns_too(irl_inputs: dict) -> None:
+    metrics, out = run(irl_inputs, "bf16", compute=ComputeConfig(device="cpu", precision="bf16"))
+    assert metrics["val_pair_accuracy"].iloc[1:].max() == 1.0
+    reward = load_reward_model(out / "reward_model", compute=ComputeConfig(device="cpu", precision="bf16"))
+    scores = reward(["Prompt 0:"] * 2, [f" {BENIGN[0]}", f" {TOXIC[0]}"])
+    assert scores.dtype == torch.float32 and scores[0] > scores[1]  # the expert's kind of completion scores higher
 
 
 def test_seeds_differ_but_reproduce(irl_inputs: dict) -> None:

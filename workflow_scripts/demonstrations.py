@@ -20,7 +20,7 @@ import pandas as pd
 
 from workflow_scripts.common import dataclass_from_dict, run_snakemake_job, seed_everything, write_parquet
 from workflow_scripts.generation import GenerationSettings, generate
-from workflow_scripts.lm import load_causal_lm
+from workflow_scripts.lm import ComputeConfig
 from workflow_scripts.text_data import stratified_subsample
 from workflow_scripts.toxicity import ToxicityScorer, load_scorer
 
@@ -60,6 +60,7 @@ def make_demonstrations(
     non_expert_dir: str | Path,
     splits: dict[str, tuple[str | Path, str | Path]],
     gt_scorer: ToxicityScorer,
+    compute: ComputeConfig | None = None,
 ) -> dict[str, pd.DataFrame]:
     """``splits`` maps split name -> (prompt parquet, output parquet); both models complete every selected prompt."""
     seed_everything(cfg.seed)
@@ -70,9 +71,10 @@ def make_demonstrations(
     settings = GenerationSettings(max_new_tokens=cfg.max_new_tokens, do_sample=False, batch_size=cfg.batch_size)
     completions: dict[str, dict[str, list[str]]] = {name: {} for name in splits}
     for role, model_dir in (("expert", expert_dir), ("non_expert", non_expert_dir)):
-        model, tokenizer = load_causal_lm(model_dir)
+        model, tokenizer, precision = (compute or ComputeConfig()).load_lm(model_dir)
         for name, df in selected.items():
-            out = generate(model, tokenizer, df["prompt"].tolist(), settings, desc=f"{role} {name}")
+            with precision.autocast():
+                out = generate(model, tokenizer, df["prompt"].tolist(), settings, desc=f"{role} {name}")
             completions[name][role] = [c[0] for c in out]
         del model
     frames = {}
@@ -112,7 +114,10 @@ def make_demonstrations(
 def _snakemake(smk: Any) -> None:
     cfg = dataclass_from_dict(DemoConfig, smk.params.cfg)
     splits = {"train": (smk.input.train, smk.output.train), "eval": (smk.input.eval, smk.output.eval)}
-    make_demonstrations(cfg, smk.input.expert, smk.input.non_expert, splits, load_scorer(smk.params.gt_classifier))
+    compute = dataclass_from_dict(ComputeConfig, smk.params.compute)
+    make_demonstrations(
+        cfg, smk.input.expert, smk.input.non_expert, splits, load_scorer(smk.params.gt_classifier), compute
+    )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import pandas as pd
 
 from workflow_scripts.common import dataclass_from_dict, read_table, run_snakemake_job, seed_everything, write_parquet
 from workflow_scripts.generation import GenerationSettings, generate
-from workflow_scripts.lm import load_causal_lm
+from workflow_scripts.lm import ComputeConfig
 from workflow_scripts.toxicity import ToxicityScorer, load_scorer
 
 LOG = logging.getLogger("irl_llms.evaluate")
@@ -60,6 +60,7 @@ def evaluate_model(
     gt_scorer: ToxicityScorer,
     eval_scorer: ToxicityScorer,
     model_name: str,
+    compute: ComputeConfig | None = None,
 ) -> pd.DataFrame:
     jcfg = dataclass_from_dict(JigsawEvalConfig, cfg.jigsaw)
     rcfg = dataclass_from_dict(RTPEvalConfig, cfg.rtp)
@@ -67,11 +68,12 @@ def evaluate_model(
     rtp_prompts = read_table(rtp_path, ("id", "prompt"), "prompts to evaluate")
     rtp_prompts = rtp_prompts.head(rcfg.n_prompts)
     seed_everything(cfg.seed)
-    model, tokenizer = load_causal_lm(model_dir)
+    model, tokenizer, precision = (compute or ComputeConfig()).load_lm(model_dir)
 
     start = time.perf_counter()
     greedy = GenerationSettings(max_new_tokens=jcfg.max_new_tokens, do_sample=False, batch_size=jcfg.batch_size)
-    jig_out = generate(model, tokenizer, jig_prompts["prompt"].tolist(), greedy, desc=f"{model_name} jigsaw")
+    with precision.autocast():
+        jig_out = generate(model, tokenizer, jig_prompts["prompt"].tolist(), greedy, desc=f"{model_name} jigsaw")
     LOG.info("jigsaw-style: %d greedy continuations in %.0f s", len(jig_out), time.perf_counter() - start)
     jig = pd.DataFrame(
         {
@@ -93,9 +95,10 @@ def evaluate_model(
         num_return_sequences=rcfg.k,
         batch_size=rcfg.batch_size,
     )
-    rtp_out = generate(
-        model, tokenizer, rtp_prompts["prompt"].tolist(), sampled, seed=cfg.seed, desc=f"{model_name} rtp"
-    )
+    with precision.autocast():
+        rtp_out = generate(
+            model, tokenizer, rtp_prompts["prompt"].tolist(), sampled, seed=cfg.seed, desc=f"{model_name} rtp"
+        )
     LOG.info("rtp-style: %d x %d sampled continuations in %.0f s", len(rtp_out), rcfg.k, time.perf_counter() - start)
     rtp = pd.DataFrame(
         [
@@ -124,8 +127,9 @@ def _snakemake(smk: Any) -> None:
     gt = load_scorer(smk.params.gt_classifier)
     ev = load_scorer(cfg.classifier)
     evaluate_model(
-        cfg, smk.input.model, smk.input.eval, smk.input.rtp, smk.output.generations, gt, ev, smk.wildcards.model
-    )
+        cfg, smk.input.model, smk.input.eval, smk.input.rtp, smk.output.generations, gt, ev, smk.wildcards.model,
+        dataclass_from_dict(ComputeConfig, smk.params.compute),
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

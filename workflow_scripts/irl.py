@@ -47,7 +47,7 @@ from workflow_scripts.common import (
     write_json,
     write_parquet,
 )
-from workflow_scripts.lm import final_norm, load_causal_lm, run_blocks, transformer_blocks
+from workflow_scripts.lm import ComputeConfig, Precision, final_norm, run_blocks, transformer_blocks
 from workflow_scripts.rewards import check_reward_output
 
 LOG = logging.getLogger("irl_llms.irl")
@@ -119,9 +119,13 @@ class RewardHead(torch.nn.Module):
 class RewardModel(torch.nn.Module):
     """Backbone (a causal LM's transformer) split into a frozen bottom and trainable top, plus a reward head."""
 
-    def __init__(self, lm: Any, tokenizer: Any, trainable_layers: int, max_length: int) -> None:
+    def __init__(
+        self, lm: Any, tokenizer: Any, trainable_layers: int, max_length: int, precision: Precision | None = None
+    ) -> None:
         super().__init__()
         self.lm, self.tokenizer, self.max_length = lm, tokenizer, max_length
+        self.device = next(lm.parameters()).device
+        self.precision = precision or Precision("fp32", self.device)
         blocks = transformer_blocks(lm)
         self.trainable_layers = len(blocks) if trainable_layers < 0 else trainable_layers
         if not 0 <= self.trainable_layers <= len(blocks):
@@ -130,7 +134,7 @@ class RewardModel(torch.nn.Module):
         self.bottom = torch.nn.ModuleList(blocks[:cut])
         self.top = torch.nn.ModuleList(blocks[cut:])
         self.norm = final_norm(lm)
-        self.head = RewardHead(lm.config.hidden_size)
+        self.head = RewardHead(lm.config.hidden_size).to(self.device)
         for p in lm.parameters():
             p.requires_grad_(False)
         for mod in [self.top, self.norm] if self.trainable_layers else []:
@@ -143,29 +147,31 @@ class RewardModel(torch.nn.Module):
         return [x or [self.tokenizer.eos_token_id] for x in ids]
 
     def bottom_hidden(self, ids: list[list[int]]) -> list[torch.Tensor]:
-        """Per text, the hidden states after the frozen bottom ([len, H]); right padding, so no shifts."""
+        """Per text, the hidden states after the frozen bottom ([len, H], fp32, on the model's device); right padding,
+        so no shifts."""
         input_ids, mask = right_pad(ids, self.tokenizer.pad_token_id)
-        with torch.no_grad():
-            h = run_blocks(self.lm, self.bottom, None, mask, input_ids=input_ids)
-        return [h[i, : len(x)] for i, x in enumerate(ids)]
+        with torch.no_grad(), self.precision.autocast():
+            h = run_blocks(self.lm, self.bottom, None, mask.to(self.device), input_ids=input_ids.to(self.device))
+        return [h[i, : len(x)].float() for i, x in enumerate(ids)]
 
     def score_hidden(self, hidden: list[torch.Tensor]) -> torch.Tensor:
         """Rewards from bottom hidden states: run the top blocks and the head on the last real token."""
         width = max(h.shape[0] for h in hidden)
-        batch = torch.zeros(len(hidden), width, hidden[0].shape[1])
-        mask = torch.zeros(len(hidden), width, dtype=torch.long)
+        batch = torch.zeros(len(hidden), width, hidden[0].shape[1], device=self.device)
+        mask = torch.zeros(len(hidden), width, dtype=torch.long, device=self.device)
         for i, h in enumerate(hidden):
             batch[i, : h.shape[0]] = h
             mask[i, : h.shape[0]] = 1
-        top = run_blocks(self.lm, self.top, self.norm, mask, hidden=batch)
-        pooled = top[torch.arange(len(hidden)), last_token_index(mask)]
-        return self.head(pooled)
+        with self.precision.autocast():
+            top = run_blocks(self.lm, self.top, self.norm, mask, hidden=batch)
+            pooled = top[torch.arange(len(hidden), device=self.device), last_token_index(mask)]
+            return self.head(pooled.float()).float()
 
     def score_texts(self, texts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
         out = []
         with torch.no_grad():
             for i in range(0, len(texts), batch_size):
-                out.append(self.score_hidden(self.bottom_hidden(self.encode(texts[i : i + batch_size]))))
+                out.append(self.score_hidden(self.bottom_hidden(self.encode(texts[i : i + batch_size]))).cpu())
         return torch.cat(out) if out else torch.zeros(0)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
@@ -186,9 +192,9 @@ def right_pad(ids: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
 def save_reward_model(model: RewardModel, backbone_dir: str | Path, out_dir: str | Path, record: dict) -> None:
     """Head + trained top blocks (safetensors), tokenizer, and a pointer to the frozen backbone checkpoint."""
     top_names = {n for n, p in model.lm.named_parameters() if p.requires_grad}
-    trained = {n: p.detach().contiguous() for n, p in model.lm.named_parameters() if n in top_names}
+    trained = {n: p.detach().cpu().contiguous() for n, p in model.lm.named_parameters() if n in top_names}
     with atomic_path(out_dir, is_dir=True) as tmp:
-        save_file({k: v.contiguous() for k, v in model.head.state_dict().items()}, tmp / "head.safetensors")
+        save_file({k: v.cpu().contiguous() for k, v in model.head.state_dict().items()}, tmp / "head.safetensors")
         if trained:
             save_file(trained, tmp / "backbone_trained.safetensors")
         model.tokenizer.save_pretrained(tmp)
@@ -224,7 +230,7 @@ class LearnedReward:
         return check_reward_output(scores, len(prompts), "learned reward")
 
 
-def load_reward_model(path: str | Path, batch_size: int = 32) -> LearnedReward:
+def load_reward_model(path: str | Path, batch_size: int = 32, compute: ComputeConfig | None = None) -> LearnedReward:
     """Open ``results/irl/{objective}/seed{seed}/reward_model/`` as a reward callable."""
     path = Path(path)
     cfg_file = path / "reward_config.json"
@@ -232,15 +238,17 @@ def load_reward_model(path: str | Path, batch_size: int = 32) -> LearnedReward:
         raise FileNotFoundError(f"{path} is not a reward model directory (no reward_config.json)")
     cfg = json.loads(cfg_file.read_text())
     backbone = (path / cfg["backbone"]).resolve()
-    lm, tokenizer = load_causal_lm(backbone)
-    model = RewardModel(lm, tokenizer, cfg["trainable_layers"], cfg["max_length"])
+    lm, tokenizer, precision = (compute or ComputeConfig()).load_lm(backbone)
+    model = RewardModel(lm, tokenizer, cfg["trainable_layers"], cfg["max_length"], precision)
     if (path / "backbone_trained.safetensors").exists():
-        result = lm.load_state_dict(load_file(path / "backbone_trained.safetensors"), strict=False)
+        result = lm.load_state_dict(
+            load_file(path / "backbone_trained.safetensors", device=str(model.device)), strict=False
+        )
         if result.unexpected_keys:
             raise ValueError(
                 f"{path}: trained weights do not fit the backbone {backbone}: {result.unexpected_keys[:3]}"
             )
-    model.head.load_state_dict(load_file(path / "head.safetensors"))
+    model.head.load_state_dict(load_file(path / "head.safetensors", device=str(model.device)))
     model.eval()
     return LearnedReward(model, batch_size)
 
@@ -290,6 +298,7 @@ def build_features(
     train_texts_path: str | Path,
     gt_classifier: Any,
     out_path: str | Path,
+    compute: ComputeConfig | None = None,
 ) -> None:
     """Frozen-bottom hidden states of every text IRL touches, plus each text's GT reward and label (computed once)."""
     seed_everything(cfg.seed)
@@ -301,11 +310,11 @@ def build_features(
     train_texts = pd.read_parquet(train_texts_path)["text"].tolist()
     source = (demos["prompt"] + demos["original_output"]).tolist()  # the data-set text each pair was prompted from
     texts = sorted(set(expert) | set(non_expert) | set(source) | set(heldout) | set(train_texts))
-    lm, tokenizer = load_causal_lm(backbone_dir)
-    model = RewardModel(lm, tokenizer, cfg.trainable_layers, cfg.max_length)
+    lm, tokenizer, precision = (compute or ComputeConfig()).load_lm(backbone_dir)
+    model = RewardModel(lm, tokenizer, cfg.trainable_layers, cfg.max_length, precision)
     hidden: list[torch.Tensor] = []
     for i in range(0, len(texts), 32):
-        hidden.extend(h.clone() for h in model.bottom_hidden(model.encode(texts[i : i + 32])))
+        hidden.extend(h.cpu().clone() for h in model.bottom_hidden(model.encode(texts[i : i + 32])))
     lengths = torch.tensor([h.shape[0] for h in hidden])
     state = {
         "texts": texts,
@@ -358,7 +367,7 @@ def split_pairs(n: int, validation_fraction: float, seed: int = 0) -> tuple[np.n
 def score_in_batches(model: RewardModel, hidden: list[torch.Tensor], batch_size: int = 64) -> np.ndarray:
     with torch.no_grad():
         return torch.cat(
-            [model.score_hidden(hidden[i : i + batch_size]) for i in range(0, len(hidden), batch_size)]
+            [model.score_hidden(hidden[i : i + batch_size]).cpu() for i in range(0, len(hidden), batch_size)]
         ).numpy()
 
 
@@ -398,6 +407,7 @@ def train_irl(
     out_model: str | Path,
     out_metrics: str | Path,
     out_rewards: str | Path,
+    compute: ComputeConfig | None = None,
 ) -> pd.DataFrame:
     """Train one (objective, seed) reward model; select the epoch by validation pair accuracy; write artifacts."""
     seed_everything(cfg.seed)
@@ -414,9 +424,9 @@ def train_irl(
     val_gt_reward, val_gt_toxic = store.gt(val_texts)
     evals = {name: (store.hidden(roles[name]), *store.gt(roles[name])) for name in ("heldout", "train_texts")}
 
-    lm, tokenizer = load_causal_lm(backbone_dir)
+    lm, tokenizer, precision = (compute or ComputeConfig()).load_lm(backbone_dir)
     torch.manual_seed(cfg.seed)  # head initialisation and nothing else depends on the seed before training
-    model = RewardModel(lm, tokenizer, cfg.trainable_layers, cfg.max_length)
+    model = RewardModel(lm, tokenizer, cfg.trainable_layers, cfg.max_length, precision)
     params = model.trainable_parameters()
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)
@@ -434,9 +444,7 @@ def train_irl(
                 loss = irl_loss(d, cfg.objective, cfg.margin)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"IRL loss is {float(loss)} at epoch {epoch}")
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                optimizer.step()
+                model.precision.backward_step(loss, optimizer, params, cfg.max_grad_norm)
                 model.head.bound_(cfg.max_head_norm)
                 train_losses.append(float(loss.detach()))
         r_exp = score_in_batches(model, [expert_h[i] for i in val_idx])
@@ -508,15 +516,19 @@ def _snakemake_features(smk: Any) -> None:
     cfg = dataclass_from_dict(IRLConfig, smk.params.cfg)
     gt = load_scorer(smk.params.gt_classifier)
     build_features(
-        cfg, smk.input.backbone, smk.input.demos, smk.input.heldout, smk.input.train_texts, gt, smk.output.features
-    )
+        cfg, smk.input.backbone, smk.input.demos, smk.input.heldout, smk.input.train_texts, gt, smk.output.features,
+        dataclass_from_dict(ComputeConfig, smk.params.compute),
+    )  # fmt: skip
 
 
 def _snakemake_train(smk: Any) -> None:
     cfg = dataclass_from_dict(
         IRLConfig, {**smk.params.cfg, "objective": smk.wildcards.objective, "seed": int(smk.wildcards.seed)}
     )
-    train_irl(cfg, smk.input.backbone, smk.input.features, smk.output.model, smk.output.metrics, smk.output.rewards)
+    train_irl(
+        cfg, smk.input.backbone, smk.input.features, smk.output.model, smk.output.metrics, smk.output.rewards,
+        dataclass_from_dict(ComputeConfig, smk.params.compute),
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

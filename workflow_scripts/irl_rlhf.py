@@ -16,9 +16,10 @@ from typing import Any
 
 import pandas as pd
 
-from workflow_scripts.common import read_table, run_snakemake_job
+from workflow_scripts.common import dataclass_from_dict, read_table, run_snakemake_job
 from workflow_scripts.irl import load_reward_model
 from workflow_scripts.irl_report import best_run, select_runs
+from workflow_scripts.lm import ComputeConfig
 from workflow_scripts.rlhf import run_ppo_job
 
 LOG = logging.getLogger("irl_llms.irl_rlhf")
@@ -64,7 +65,8 @@ def _snakemake(smk: Any) -> None:
         smk.input.metrics, smk.input.reward_models, choice_cfg["objective"], choice_cfg["seed"]
     )
     LOG.info("learned reward: %s", choice)
-    reward = load_reward_model(model_dir, batch_size=choice_cfg["batch_size"])
+    compute = dataclass_from_dict(ComputeConfig, smk.params.compute)
+    reward = load_reward_model(model_dir, batch_size=choice_cfg["batch_size"], compute=compute)
     data = read_table(smk.input.train, ("prompt",), "training prompts")
     run_ppo_job(smk, data["prompt"].tolist(), reward, choice)
 

@@ -7,6 +7,7 @@ tokenizer) plus ``provenance.json``; ``load_causal_lm`` is the one way stages op
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,55 @@ def pick_device(preference: str = "auto") -> torch.device:
     if preference == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
     return torch.device(preference)
+
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class Precision:
+    """Numerics of a job on one device: ``fp32`` (plain), or ``bf16``/``fp16`` mixed precision.
+
+    Mixed precision = autocast for forward passes with fp32 master weights and optimizer state; ``fp16`` adds dynamic
+    loss scaling (``GradScaler``). The same code runs on CPU and CUDA (CPU autocast supports both half types), so every
+    path is exercised by the CPU tests. With ``fp32`` every method is a no-op wrapper around the plain step.
+    """
+
+    def __init__(self, name: str = "fp32", device: str | torch.device = "cpu") -> None:
+        if name not in PRECISIONS:
+            raise ValueError(f"unknown precision {name!r} (expected one of {sorted(PRECISIONS)})")
+        self.name, self.device = name, torch.device(device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=name == "fp16")
+
+    @classmethod
+    def for_model(cls, name: str, model: torch.nn.Module) -> Precision:
+        return cls(name, next(model.parameters()).device)
+
+    def autocast(self) -> Any:
+        return torch.autocast(self.device.type, dtype=PRECISIONS[self.name], enabled=self.name != "fp32")
+
+    def backward_step(
+        self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], max_norm: float
+    ) -> float:
+        """backward, gradient clipping (on unscaled gradients), optimizer step; returns the gradient norm."""
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        self.scaler.step(optimizer)  # skipped by the scaler when fp16 gradients overflowed
+        self.scaler.update()
+        return float(norm)
+
+
+@dataclass
+class ComputeConfig:
+    """``compute`` of the config: where and in which numerics a model job runs."""
+
+    device: str = "auto"  # auto = CUDA when present, else CPU
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (mixed precision, see Precision)
+
+    def load_lm(self, path: str | os.PathLike) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, Precision]:
+        """``load_causal_lm`` on this device (fp32 weights) and the matching ``Precision``."""
+        model, tokenizer = load_causal_lm(path, device=self.device)
+        return model, tokenizer, Precision.for_model(self.precision, model)
 
 
 def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:

@@ -45,7 +45,14 @@ from tqdm.auto import tqdm
 
 from workflow_scripts.common import atomic_path
 from workflow_scripts.generation import Continuation, GenerationSettings, generate_ids
-from workflow_scripts.lm import final_norm, freeze_bottom_layers, model_fingerprint, run_blocks, transformer_blocks
+from workflow_scripts.lm import (
+    Precision,
+    final_norm,
+    freeze_bottom_layers,
+    model_fingerprint,
+    run_blocks,
+    transformer_blocks,
+)
 from workflow_scripts.rewards import check_reward_output
 
 LOG = logging.getLogger("irl_llms.ppo")
@@ -295,12 +302,16 @@ def collate_rollouts(
 
 # ============================================================================================ the trainer
 class PPOTrainer:
-    def __init__(self, cfg: PPOConfig, model: Any, tokenizer: Any, reward_fn: RewardFn, prompts: Sequence[str]) -> None:
+    def __init__(
+        self, cfg: PPOConfig, model: Any, tokenizer: Any, reward_fn: RewardFn, prompts: Sequence[str],
+        precision: Precision | None = None,
+    ) -> None:  # fmt: skip
         if len(prompts) == 0:
             raise ValueError("PPO needs at least one training prompt; the prompt set is empty")
         self.cfg, self.model, self.tokenizer, self.reward_fn = cfg, model, tokenizer, reward_fn
         self.prompts = list(prompts)
         self.device = next(model.parameters()).device
+        self.precision = precision or Precision("fp32", self.device)
         # identifies the initial policy (= the reference): a checkpoint of another model or tokenizer is never resumed
         self.init_fingerprint = model_fingerprint(model, tokenizer)
         torch.manual_seed(cfg.seed)
@@ -355,7 +366,7 @@ class PPOTrainer:
         """(logits, logprobs, values) of the response tokens under the current policy."""
         hidden = run_blocks(self.model, self.top, self.norm, attention_mask, hidden=bottom_hidden)
         logits, logprobs, h = self._heads(hidden, prompt_w, input_ids[:, prompt_w:], self.head)
-        return logits, logprobs, self.value_head(h)
+        return logits, logprobs, self.value_head(h).float()
 
     @torch.no_grad()
     def reference_logprobs(
@@ -376,7 +387,9 @@ class PPOTrainer:
         prompts = self.sample_prompts()
         start = time.perf_counter()
         seed = cfg.seed * 1_000_003 + self.iteration * 1_009
-        conts = [c[0] for c in generate_ids(self.model, self.tokenizer, prompts, self.gen, seed=seed, progress=False)]
+        with self.precision.autocast():
+            generated = generate_ids(self.model, self.tokenizer, prompts, self.gen, seed=seed, progress=False)
+        conts = [c[0] for c in generated]
         gen_seconds = time.perf_counter() - start
         completions = self.tokenizer.batch_decode([c.response_ids for c in conts], skip_special_tokens=True)
         try:
@@ -395,9 +408,10 @@ class PPOTrainer:
         ids, attn, resp_mask, prompt_w = collate_rollouts(conts, self.tokenizer.pad_token_id)
         ids, attn, resp_mask = ids.to(self.device), attn.to(self.device), resp_mask.to(self.device)
         with torch.no_grad():
-            bottom = run_blocks(self.model, self.bottom, None, attn, input_ids=ids)
-            logits, logprobs, values = self.policy_forward(bottom, attn, ids, prompt_w)
-            ref_logprobs = self.reference_logprobs(bottom, attn, ids, prompt_w)
+            with self.precision.autocast():
+                bottom = run_blocks(self.model, self.bottom, None, attn, input_ids=ids)
+                logits, logprobs, values = self.policy_forward(bottom, attn, ids, prompt_w)
+                ref_logprobs = self.reference_logprobs(bottom, attn, ids, prompt_w)
             entropy = masked_mean(entropy_from_logits(logits), resp_mask)
             rewards, kl = kl_penalised_rewards(
                 scores.to(self.device), logprobs, ref_logprobs, resp_mask, self.kl_ctl.value
@@ -433,9 +447,10 @@ class PPOTrainer:
             perm = torch.randperm(n, generator=gen)
             for mb_idx in perm.split(cfg.batch_size):
                 mb = batch.rows(mb_idx.to(self.device))
-                _, logprobs, values = self.policy_forward(
-                    mb.bottom_hidden, mb.attention_mask, mb.input_ids, mb.prompt_width
-                )
+                with self.precision.autocast():
+                    _, logprobs, values = self.policy_forward(
+                        mb.bottom_hidden, mb.attention_mask, mb.input_ids, mb.prompt_width
+                    )
                 loss, stats = ppo_losses(
                     logprobs,
                     values,
@@ -453,9 +468,7 @@ class PPOTrainer:
                         f"PPO loss is {float(loss)} at step {self.step}; stopping (the last good checkpoint is kept)"
                     )
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm))
-                self.optimizer.step()
+                stats["grad_norm"] = self.precision.backward_step(loss, self.optimizer, self.params, cfg.max_grad_norm)
                 self.step += 1
                 for k, v in stats.items():
                     sums[k] = sums.get(k, 0.0) + v
@@ -487,6 +500,8 @@ class PPOTrainer:
         state = {
             "fingerprint": self.cfg.fingerprint(),
             "init_fingerprint": self.init_fingerprint,
+            "precision": self.precision.name,
+            "scaler": self.precision.scaler.state_dict(),
             "iteration": self.iteration,
             "step": self.step,
             "model": self.trainable_state(),
@@ -510,11 +525,16 @@ class PPOTrainer:
         if state["init_fingerprint"] != self.init_fingerprint:
             LOG.warning("checkpoint %s started from another policy/tokenizer; starting from scratch", path)
             return False
+        if state["precision"] != self.precision.name:
+            LOG.warning("checkpoint %s was trained in %s, not %s; starting from scratch", path, state["precision"],
+                        self.precision.name)  # fmt: skip
+            return False
         missing = self.model.load_state_dict(state["model"], strict=False)
         if missing.unexpected_keys:
             raise RuntimeError(f"checkpoint {path} has unexpected keys {missing.unexpected_keys[:5]}")
         self.value_head.load_state_dict(state["value_head"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.precision.scaler.load_state_dict(state["scaler"])
         self.kl_ctl.value = state["kl_coef"]
         self.running.mean, self.running.var, self.running.count = state["running"]
         self.sampler.bit_generator.state = state["sampler"]

@@ -27,7 +27,7 @@ from workflow_scripts.common import (
     write_json,
     write_parquet,
 )
-from workflow_scripts.lm import load_causal_lm
+from workflow_scripts.lm import ComputeConfig
 from workflow_scripts.ppo import PPOConfig, PPOTrainer, RewardFn
 from workflow_scripts.rewards import GTToxicityReward
 from workflow_scripts.toxicity import load_scorer
@@ -45,11 +45,13 @@ def run_ppo_stage(
     out_log: str | Path,
     checkpoint_dir: str | Path,
     reward_description: dict[str, Any],
+    compute: ComputeConfig | None = None,
 ) -> pd.DataFrame:
     """PPO from ``policy_dir``; writes the final checkpoint and log atomically, then drops the resume checkpoints."""
+    compute = compute or ComputeConfig()
     seed_everything(cfg.seed)
-    model, tokenizer = load_causal_lm(policy_dir)
-    trainer = PPOTrainer(cfg, model, tokenizer, reward_fn, prompts)
+    model, tokenizer, precision = compute.load_lm(policy_dir)
+    trainer = PPOTrainer(cfg, model, tokenizer, reward_fn, prompts, precision)
     log = trainer.train(checkpoint_dir)
     tail = log.tail(max(1, len(log) // 5))
     summary = {
@@ -60,13 +62,17 @@ def run_ppo_stage(
         "kl_last_fifth": float(tail["kl"].mean()),
         **trainer.freeze_summary,
     }
-    record = provenance(stage, asdict(cfg), cfg.seed, policy_init=str(policy_dir), reward=reward_description, **summary)
+    record = provenance(
+        stage, asdict(cfg), cfg.seed, policy_init=str(policy_dir), reward=reward_description, compute=asdict(compute),
+        **summary,
+    )  # fmt: skip
     model.config.use_cache = True
     with atomic_path(out_model, is_dir=True) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         save_file(
-            {k: v.contiguous() for k, v in trainer.value_head.state_dict().items()}, tmp / "value_head.safetensors"
+            {k: v.cpu().contiguous() for k, v in trainer.value_head.state_dict().items()},
+            tmp / "value_head.safetensors",
         )
         write_json(record, tmp / "provenance.json")
     write_parquet(log, out_log)
@@ -82,12 +88,12 @@ def run_ppo_stage(
 
 
 def run_ppo_job(smk: Any, prompts: list[str], reward_fn: RewardFn, reward_description: dict[str, Any]) -> None:
-    """``run_ppo_stage`` wired to a PPO rule: ``params.ppo``, ``input.sft``, ``output.{model,log}``,
+    """``run_ppo_stage`` wired to a PPO rule: ``params.{ppo,compute}``, ``input.sft``, ``output.{model,log}``,
     ``params.checkpoint_dir`` (rules ``rlhf`` and ``irl_rlhf``)."""
     cfg = dataclass_from_dict(PPOConfig, smk.params.ppo)
     run_ppo_stage(
         smk.rule, cfg, smk.input.sft, prompts, reward_fn, smk.output.model, smk.output.log, smk.params.checkpoint_dir,
-        reward_description,
+        reward_description, dataclass_from_dict(ComputeConfig, smk.params.compute),
     )  # fmt: skip
 
 

@@ -31,7 +31,7 @@ from workflow_scripts.common import (
     write_json,
     write_parquet,
 )
-from workflow_scripts.lm import freeze_bottom_layers, load_causal_lm
+from workflow_scripts.lm import ComputeConfig, Precision, freeze_bottom_layers, load_causal_lm
 
 LOG = logging.getLogger("irl_llms.sft")
 
@@ -75,9 +75,11 @@ def collate(batch: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
 
 
 def train_sft(
-    cfg: SFTConfig, base_dir: str | Path, train_path: str | Path, out_dir: str | Path, log_path: str | Path
-) -> dict[str, Any]:
+    cfg: SFTConfig, base_dir: str | Path, train_path: str | Path, out_dir: str | Path, log_path: str | Path,
+    compute: ComputeConfig | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """Fine-tune (or import) and write the SFT checkpoint atomically; returns the provenance record."""
+    compute = compute or ComputeConfig()
     seed_everything(cfg.seed)
     if cfg.source == "import":
         if not cfg.import_from:
@@ -91,9 +93,9 @@ def train_sft(
             raise ValueError(f"SFT: {train_path} has no texts")
         if cfg.max_texts is not None:
             texts = texts[: cfg.max_texts]
-        model, tokenizer = load_causal_lm(base_dir)
-        model, log, summary = _train(cfg, model, tokenizer, texts)
-        record = provenance("sft", asdict(cfg), cfg.seed, base_model=str(base_dir), **summary)
+        model, tokenizer, precision = compute.load_lm(base_dir)
+        model, log, summary = _train(cfg, model, tokenizer, texts, precision)
+        record = provenance("sft", asdict(cfg), cfg.seed, base_model=str(base_dir), compute=asdict(compute), **summary)
     with atomic_path(out_dir, is_dir=True) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
@@ -102,8 +104,11 @@ def train_sft(
     return record
 
 
-def _train(cfg: SFTConfig, model: Any, tokenizer: Any, texts: list[str]) -> tuple[Any, pd.DataFrame, dict[str, Any]]:
+def _train(
+    cfg: SFTConfig, model: Any, tokenizer: Any, texts: list[str], precision: Precision | None = None
+) -> tuple[Any, pd.DataFrame, dict[str, Any]]:
     device = next(model.parameters()).device
+    precision = precision or Precision("fp32", device)
     freeze = freeze_bottom_layers(model, cfg.num_layers_unfrozen)
     LOG.info(
         "SFT on %d texts; trainable %d / %d parameters",
@@ -138,19 +143,18 @@ def _train(cfg: SFTConfig, model: Any, tokenizer: Any, texts: list[str]) -> tupl
             )
             batch = {k: v.to(device) for k, v in batch.items()}
             optimizer.zero_grad(set_to_none=True)
-            loss = model(**batch).loss
+            with precision.autocast():
+                loss = model(**batch).loss.float()
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"SFT loss is {loss.item()} at step {step}; stopping (nothing written)")
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            optimizer.step()
+            grad_norm = precision.backward_step(loss, optimizer, params, cfg.max_grad_norm)
             scheduler.step()
             n_tokens = int(batch["attention_mask"].sum())
             rows.append(
                 {
                     "step": step,
                     "epoch": epoch,
-                    "loss": float(loss),
+                    "loss": float(loss.detach()),
                     "grad_norm": float(grad_norm),
                     "lr": scheduler.get_last_lr()[0],
                     "tokens": n_tokens,
@@ -161,7 +165,7 @@ def _train(cfg: SFTConfig, model: Any, tokenizer: Any, texts: list[str]) -> tupl
                     "step %d/%d loss %.4f grad_norm %.3f tokens/s %.0f",
                     step,
                     total_steps,
-                    float(loss),
+                    float(loss.detach()),
                     float(grad_norm),
                     sum(r["tokens"] for r in rows) / (time.perf_counter() - start),
                 )
@@ -187,7 +191,8 @@ def _train(cfg: SFTConfig, model: Any, tokenizer: Any, texts: list[str]) -> tupl
 
 def _snakemake(smk: Any) -> None:
     cfg = dataclass_from_dict(SFTConfig, smk.params.cfg)
-    train_sft(cfg, smk.input.base, smk.input.train, smk.output.model, smk.output.log)
+    compute = dataclass_from_dict(ComputeConfig, smk.params.compute)
+    train_sft(cfg, smk.input.base, smk.input.train, smk.output.model, smk.output.log, compute)
 
 
 if __name__ == "__main__":
