@@ -145,3 +145,11 @@ def test_paper_layout_data_sets_from_local_copies(tmp_path: Path, gt_wheel: Path
             DataConfig(**{**cfg.__dict__, "rtp_prompt_column": "prompt.txt"}), out["train"], out["eval"], out["rtp"],
             label_scorer=lambda: scorer,
         )  # fmt: skip
+
+
+def test_a_missing_local_checkpoint_is_not_blamed_on_the_hub(tmp_path: Path, offline: None) -> None:
+    from workflow_scripts.lm import load_causal_lm
+
+    missing = tmp_path / "results" / "sft" / "model"
+    with pytest.raises(FileNotFoundError, match=f"model checkpoint not found: {missing}"):
+        load_causal_lm(missing)

@@ -21,7 +21,9 @@ class HubUnavailable(RuntimeError):
 
 
 def is_local(name: str | os.PathLike) -> bool:
-    return Path(name).exists()
+    """On disk, or clearly a path (absolute, ``./``-relative, or deeper than a hub id's ``org/name``)."""
+    text = str(name)
+    return Path(text).exists() or Path(text).is_absolute() or text.startswith(".") or len(Path(text).parts) > 2
 
 
 def offline_mode() -> bool:

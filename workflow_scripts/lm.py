@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from workflow_scripts.hub import from_hub
+from workflow_scripts.hub import from_hub, is_local
 
 
 def pick_device(preference: str = "auto") -> torch.device:
@@ -111,6 +111,8 @@ def load_causal_lm(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Open a pipeline checkpoint (or any HF id/path) as (model in eval mode, prepared tokenizer)."""
     p = Path(path)
+    if is_local(p) and not p.exists():
+        raise FileNotFoundError(f"model checkpoint not found: {p}")
     if p.exists() and not (p / "config.json").exists():
         raise FileNotFoundError(f"{p} is not a model checkpoint (no config.json)")
     tokenizer = prepare_tokenizer(from_hub(lambda: AutoTokenizer.from_pretrained(str(path)), "tokenizer", path))
