@@ -59,8 +59,14 @@ def per_token_flops(size: str, unfrozen: int, batch: int = 16) -> dict[str, floa
     out: dict[str, float] = {}
     with torch.no_grad():
         out["decode"] = count(
-            lambda: lm.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=32, min_new_tokens=32,
-                                do_sample=False, pad_token_id=0)  # fmt: skip
+            lambda: lm.generate(
+                prompt,
+                attention_mask=torch.ones_like(prompt),
+                max_new_tokens=32,
+                min_new_tokens=32,
+                do_sample=False,
+                pad_token_id=0,
+            )  # fmt: skip
         ) / (batch * 32)
         out["forward"] = count(lambda: lm(ids)) / ids.numel()
     blocks = lm.gpt_neox.layers
