@@ -54,4 +54,5 @@ rule all:
         "reports/figures/fig4_table1.png",
         "reports/figures/fig5_irl_heatmap.png",
         "reports/config_used.yaml",
+        "reports/config_used.html",
     default_target: True

@@ -46,6 +46,7 @@ rule config_snapshot:
     """The validated configuration of this run (defaults filled in), as the report shows it."""
     output:
         config=report("reports/config_used.yaml", caption="../reports/config_used.rst", category="Configuration"),
+        html=report("reports/config_used.html", caption="../reports/config_used.rst", category="Configuration"),
     params:
         config=canonical(config),
     log:

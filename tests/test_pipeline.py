@@ -262,13 +262,14 @@ def test_html_report_embeds_tables_figures_and_config(pipeline_copy: Path) -> No
         "reports/table1.html", "reports/table1.csv", "reports/table1_differences.csv", "reports/table1_claims.csv",
         "reports/table1_vs_paper.csv", "reports/irl_metrics.csv", "reports/irl_seed_agreement.csv",
         "reports/figures/fig2_irl.png", "reports/figures/fig3_ppo_curves.png", "reports/figures/fig4_table1.png",
-        "reports/figures/fig5_irl_heatmap.png", "reports/config_used.yaml",
+        "reports/figures/fig5_irl_heatmap.png", "reports/config_used.yaml", "reports/config_used.html",
     ]  # fmt: skip
     for rel in expected:
         assert embedded[Path(rel).name] == (pipeline_copy / rel).read_bytes(), rel
     used = yaml.safe_load(embedded["config_used.yaml"])
     assert used["model_name"] == "tiny-neox" and used["irl_rlhf"]["objective"] == "max_margin"
     assert used["sft"]["max_grad_norm"] == 1.0  # the validated config, schema defaults filled in
+    assert "model_name: tiny-neox" in embedded["config_used.html"].decode()  # and readable in the browser
     assert "Figure 3 of the paper, reproduced" in html  # captions rendered from reports/*.rst
     page = embedded["table1.html"].decode()
     assert page.count("<table>") == 4  # evaluation, GT, paired differences, the paper's table
