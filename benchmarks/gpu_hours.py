@@ -17,9 +17,10 @@ How the estimate is made:
 3. Each stage's token counts follow from the config (``stage_flops``; the jigsaw-long-2000 set has 2,000 texts, so
    400 held-out eval prompts; prompts are taken at ``rlhf.max_prompt_tokens`` tokens, an upper bound).
 4. GPU hours = FLOPs / (peak x utilisation) on one A100 (bf16 dense peak 312 TFLOP/s), with utilisation 0.30 for
-   passes over whole sequences (training, scoring) and 0.02 for token-by-token decoding, which for models under 0.5B
-   parameters at batch <= 64 is bound by memory bandwidth and kernel launches rather than FLOPs. Decoding dominates,
-   so treat the numbers as order-of-magnitude planning figures (x0.5 - x2), not predictions.
+   passes over whole sequences (training, scoring) and 0.02 for token-by-token decoding. Decoding small models at
+   batch <= 64 is bound by kernel launches rather than FLOPs, so its time is at least one latency floor per sequential
+   decoding step: 0.3 ms per transformer block (about 15 kernels of ~20 us), i.e. 1.8 ms per step for Pythia-70M and
+   7.2 ms for 410M; the larger of the two estimates is used. Treat the totals as planning figures (x0.5 - x2).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ PYTHIA = {  # the published Pythia architectures
 }
 PEAK = 312e12  # A100 bf16 dense FLOP/s
 UTIL = {"dense": 0.30, "decode": 0.02}
+BLOCK_STEP_SECONDS = 3e-4  # decoding latency floor per transformer block per step
 N_TEXTS, EVAL_FRACTION = 2000, 0.2  # jaredjoss/jigsaw-long-2000
 
 
@@ -99,6 +101,10 @@ def stage_flops(cfg: dict, f: dict[str, float]) -> dict[str, dict[str, float]]:
     iterations = math.ceil(rl["total_steps"] / (rl["ppo_epochs"] * math.ceil(rollouts / rl["batch_size"])))
     seq = p_tok + t_tok
 
+    def steps(n_prompts: int, batch: int, new_tokens: int) -> float:
+        """Sequential decoding steps to complete ``n_prompts`` in batches."""
+        return math.ceil(n_prompts / batch) * new_tokens
+
     def ppo(extra_reward_forward: bool) -> dict[str, float]:
         dense = (
             rollouts * seq * f["forward"] * 2  # policy + reference log-probs and values (bottom shared: upper bound)
@@ -106,7 +112,11 @@ def stage_flops(cfg: dict, f: dict[str, float]) -> dict[str, dict[str, float]]:
             + rollouts * seq * f["forward"] * (1 if extra_reward_forward else 0)  # learned reward model
             + rl["ppo_epochs"] * rollouts * seq * f["train_top"]
         )
-        return {"dense": iterations * dense, "decode": iterations * rollouts * t_tok * f["decode"]}
+        return {
+            "dense": iterations * dense,
+            "decode": iterations * rollouts * t_tok * f["decode"],
+            "steps": iterations * steps(rollouts, rl["chunk_size"], t_tok),
+        }
 
     n_demo = demo["n_train"] + (demo["n_eval"] or n_eval)
     pairs_train = round(demo["n_train"] * (1 - irl.get("validation_fraction", 0.2)))
@@ -120,19 +130,29 @@ def stage_flops(cfg: dict, f: dict[str, float]) -> dict[str, dict[str, float]]:
     n_stages = len(ev["stages"])
     return {
         "rlhf": ppo(extra_reward_forward=False),
-        "demonstrations": {"dense": 2 * n_demo * t_tok * f["classify"], "decode": 2 * n_demo * t_tok * f["decode"]},
-        "irl_features": {"dense": (N_TEXTS + 2 * n_demo) * seq * f["classify"], "decode": 0.0},
-        f"irl_train ({n_jobs} jobs)": {"dense": n_jobs * irl_job, "decode": 0.0},
+        "demonstrations": {
+            "dense": 2 * n_demo * t_tok * f["classify"],
+            "decode": 2 * n_demo * t_tok * f["decode"],
+            "steps": 2 * steps(n_demo, demo["batch_size"], demo["max_new_tokens"]),
+        },
+        "irl_features": {"dense": (N_TEXTS + 2 * n_demo) * seq * f["classify"], "decode": 0.0, "steps": 0},
+        f"irl_train ({n_jobs} jobs)": {"dense": n_jobs * irl_job, "decode": 0.0, "steps": 0},
         "irl_rlhf": ppo(extra_reward_forward=True),
         f"evaluate ({n_stages} stages)": {
             "dense": n_stages * 2 * (jig_tokens + rtp_tokens) * f["classify"],
             "decode": n_stages * (jig_tokens + rtp_tokens) * f["decode"],
+            "steps": n_stages
+            * (
+                steps(n_eval, ev["jigsaw"]["batch_size"], ev["jigsaw"]["max_new_tokens"])
+                + steps(ev["rtp"]["n_prompts"], ev["rtp"]["batch_size"], ev["rtp"]["max_new_tokens"])
+            ),
         },
     }
 
 
-def gpu_hours(flops: dict[str, float]) -> float:
-    return sum(flops[k] / (PEAK * UTIL[k]) for k in flops) / 3600
+def gpu_hours(work: dict[str, float], n_blocks: int) -> float:
+    decode = max(work["decode"] / (PEAK * UTIL["decode"]), work["steps"] * n_blocks * BLOCK_STEP_SECONDS)
+    return (work["dense"] / (PEAK * UTIL["dense"]) + decode) / 3600
 
 
 def main() -> None:
@@ -154,11 +174,11 @@ def main() -> None:
         cells = []
         for s in args.sizes:
             fl = tables[s][stage]
-            h = gpu_hours(fl)
+            h = gpu_hours(fl, PYTHIA[s]["num_hidden_layers"])
             totals[s] += h
-            cells.append(f"{fl['dense'] / 1e12:,.0f} + {fl['decode'] / 1e12:,.0f} | {h:.2f}")
+            cells.append(f"{fl['dense'] / 1e12:,.0f} + {fl['decode'] / 1e12:,.0f} | {h:.2g}")
         print(f"| {stage} | " + " | ".join(cells) + " |")
-    print("| **total** | " + " | ".join(f" | **{totals[s]:.1f}**" for s in args.sizes) + " |")
+    print("| **total** | " + " | ".join(f" | **{totals[s]:.2g}**" for s in args.sizes) + " |")
 
 
 if __name__ == "__main__":
