@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
+
+from workflow_scripts.ppo import PPOConfig
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_CONFIG = REPO / ".test" / "config.yaml"
@@ -66,6 +69,33 @@ def planned_jobs(dry_run_stdout: str) -> dict[str, int]:
         if name != "total":
             jobs[name] = int(count)
     return jobs
+
+
+# ----------------------------------------------------------- a tiny PPO set-up (test_ppo, test_precision)
+def tiny_cfg(**kw) -> PPOConfig:
+    """A PPO configuration that runs 2 iterations of 8 rollouts on the tiny model in seconds."""
+    base = dict(
+        total_steps=8,
+        num_rollouts=8,
+        chunk_size=8,
+        ppo_epochs=2,
+        batch_size=4,
+        num_layers_unfrozen=1,
+        learning_rate=1e-3,
+        max_new_tokens=6,
+        checkpoint_interval=1,
+        seed=5,
+    )
+    base.update(kw)
+    return PPOConfig(**base)
+
+
+PROMPTS = [f"prompt number {i} says that the weather is" for i in range(12)]
+
+
+def length_reward(prompts, completions) -> torch.Tensor:
+    """A simple, real reward: prefer completions with more characters (the trainer must not care what it is)."""
+    return torch.tensor([len(c) / 10 for c in completions], dtype=torch.float32)
 
 
 @pytest.fixture(scope="session")

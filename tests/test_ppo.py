@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import PROMPTS, length_reward, tiny_cfg
 from workflow_scripts.lm import final_norm, load_causal_lm, position_ids_from_mask, run_blocks, transformer_blocks
 from workflow_scripts.ppo import (
     AdaptiveKLController,
-    PPOConfig,
     PPOTrainer,
     RunningMoments,
     gae_advantages,
@@ -126,31 +126,6 @@ def test_running_moments_match_numpy() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ trainer
-def tiny_cfg(**kw) -> PPOConfig:
-    base = dict(
-        total_steps=8,
-        num_rollouts=8,
-        chunk_size=8,
-        ppo_epochs=2,
-        batch_size=4,
-        num_layers_unfrozen=1,
-        learning_rate=1e-3,
-        max_new_tokens=6,
-        checkpoint_interval=1,
-        seed=5,
-    )
-    base.update(kw)
-    return PPOConfig(**base)
-
-
-PROMPTS = [f"prompt number {i} says that the weather is" for i in range(12)]
-
-
-def length_reward(prompts, completions) -> torch.Tensor:
-    """A simple, real reward: prefer completions with more characters (the trainer must not care what it is)."""
-    return torch.tensor([len(c) / 10 for c in completions], dtype=torch.float32)
-
-
 def test_layer_split_equals_full_forward(tiny_model_dir: Path) -> None:
     model, tok = load_causal_lm(tiny_model_dir)
     enc = tok(["a short one", "and a considerably longer prompt here"], return_tensors="pt", padding=True)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from test_ppo import PROMPTS, length_reward, tiny_cfg
 
+from conftest import PROMPTS, length_reward, tiny_cfg
 from workflow_scripts.lm import ComputeConfig, Precision, load_causal_lm
 from workflow_scripts.ppo import PPOTrainer
 

@@ -5,26 +5,18 @@ Rerun whenever any config value changes (the whole config is the rule's params),
 configuration its numbers came from.
 """
 
-import html
 from typing import Any
 
 import yaml
 
-from workflow_scripts.common import atomic_path, run_snakemake_job
-
-
-def config_page(text: str) -> str:
-    head = "<meta charset='utf-8'><title>Configuration</title>"
-    body = f"<h1>Configuration of this run</h1><pre>{html.escape(text)}</pre>"
-    return f"<!DOCTYPE html><html><head>{head}</head><body>{body}</body></html>\n"
+from workflow_scripts.common import run_snakemake_job, write_markdown_page, write_text
 
 
 def _snakemake(smk: Any) -> None:
     text = yaml.safe_dump(dict(smk.params.config), sort_keys=False)
-    with atomic_path(smk.output.config) as tmp:
-        tmp.write_text(text)
-    with atomic_path(smk.output.html) as tmp:
-        tmp.write_text(config_page(text))
+    write_text(text, smk.output.config)
+    as_code = "\n".join("    " + line for line in text.splitlines())  # an indented block: <pre><code>, escaped
+    write_markdown_page(f"# Configuration of this run\n\n{as_code}\n", "Configuration", smk.output.html)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ Consumes ``results/eval/{stage}.parquet`` (from ``workflow_scripts.evaluate``) a
     a verdict computed from those CIs, per classifier, next to what the paper's own numbers show;
   * ``reports/table1_vs_paper.csv``: our numbers and the paper's on the paper's three columns, labelled by source;
   * ``reports/table1.md``: all of the above in words and tables, and ``reports/table1.html``, the same rendered for
-    the Snakemake report (browsers do not open the report's embedded CSVs inline, they download them).
+    the Snakemake report (``common.write_markdown_page``).
 """
 
 from collections.abc import Mapping
@@ -20,11 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import markdown
 import numpy as np
 import pandas as pd
 
-from workflow_scripts.common import atomic_path, read_table, run_snakemake_job, write_csv
+from workflow_scripts.common import read_table, run_snakemake_job, write_csv, write_markdown_page, write_text
 from workflow_scripts.metrics import paired_differences, protocol_units, summarise_protocols
 
 STAGE_ORDER = ("base", "sft", "rlhf", "irl_rlhf")
@@ -165,10 +164,10 @@ def build_claims(
 ) -> pd.DataFrame:
     """One row per (claim, classifier) whose stages were both evaluated: verdict and evidence on ``metrics``."""
     rows = []
-    by_comparison = differences.set_index("comparison") if not differences.empty else differences
+    by_comparison = differences.set_index("comparison")
     for a, b, claim in CLAIMS:
         comparison = f"{a} - {b}"
-        if comparison not in getattr(by_comparison, "index", []):
+        if comparison not in by_comparison.index:
             continue
         diff = by_comparison.loc[comparison]
         for prefix, classifier in (("", "evaluation"), ("gt_", "GT reward")):
@@ -236,15 +235,9 @@ def table1_markdown(
             ]
         return out
 
-    ours = with_ci(
-        table.assign(stage=table["stage"].map(stage_label)), list(METRIC_LABELS), "stage", "{:.3f} [{:.3f}, {:.3f}]"
-    )
-    gt = with_ci(
-        table.assign(stage=table["stage"].map(stage_label)),
-        ["gt_" + m for m in METRIC_LABELS],
-        "stage",
-        "{:.3f} [{:.3f}, {:.3f}]",
-    )
+    labelled = table.assign(stage=table["stage"].map(stage_label))
+    ours = with_ci(labelled, list(METRIC_LABELS), "stage", "{:.3f} [{:.3f}, {:.3f}]")
+    gt = with_ci(labelled, ["gt_" + m for m in METRIC_LABELS], "stage", "{:.3f} [{:.3f}, {:.3f}]")
     n_jig, n_rtp, k = (int(table[c].iloc[0]) for c in ("n_jigsaw_prompts", "n_rtp_prompts", "rtp_samples_per_prompt"))
     lines = [
         f"# Table 1: {cfg.model_name}",
@@ -305,20 +298,6 @@ def table1_markdown(
     return "\n".join(lines)
 
 
-HTML_STYLE = (
-    "body{font-family:sans-serif;max-width:75em;margin:1em auto;line-height:1.4}"
-    "table{border-collapse:collapse;margin:0.5em 0 1.5em}th,td{border:1px solid #ccc;padding:2px 8px}"
-    "td{font-variant-numeric:tabular-nums}th{background:#f3f3f3}"
-)
-
-
-def markdown_to_html(text: str, title: str) -> str:
-    """A standalone HTML page of the markdown (tables extension), for the report's viewer."""
-    body = markdown.markdown(text, extensions=["tables"])
-    head = f"<meta charset='utf-8'><title>{title}</title><style>{HTML_STYLE}</style>"
-    return f"<!DOCTYPE html><html><head>{head}</head><body>{body}</body></html>\n"
-
-
 def _snakemake(smk: Any) -> None:
     cfg = TableConfig(**smk.params.cfg)
     files = dict(zip(smk.params.stages, smk.input.generations, strict=True))
@@ -330,10 +309,8 @@ def _snakemake(smk: Any) -> None:
     write_csv(claims, smk.output.claims)
     write_csv(versus_paper(table, paper), smk.output.vs_paper)
     text = table1_markdown(table, differences, claims, paper, cfg)
-    with atomic_path(smk.output.markdown) as tmp:
-        tmp.write_text(text)
-    with atomic_path(smk.output.html) as tmp:
-        tmp.write_text(markdown_to_html(text, f"Table 1: {cfg.model_name}"))
+    write_text(text, smk.output.markdown)
+    write_markdown_page(text, f"Table 1: {cfg.model_name}", smk.output.html)
 
 
 if __name__ == "__main__":
