@@ -1,6 +1,6 @@
 # Reproduction and extension of "Insights from the Inverse: Reconstructing LLM Training Goals Through Inverse RL"
 # (arXiv 2410.12491). Thin on purpose: config + validation, the stage rule files, and the final targets.
-# Where an artifact comes from: rules/<stage>.smk -> workflow_scripts/<stage>.py.
+# Where an artifact comes from: rules/<stage>.smk -> workflow_scripts/<rule>.py -> workflow_scripts/lib/.
 
 from snakemake.utils import min_version, validate
 

@@ -1,4 +1,4 @@
-"""Throughput benchmark: our PPO trainer (``workflow_scripts/ppo.py``) against TRL's closest trainer, in one process.
+"""Throughput benchmark: our PPO trainer (``workflow_scripts/lib/ppo.py``) vs TRL's closest trainer, in one process.
 
 Run from the repository root (see ``benchmarks/README.md``)::
 
@@ -9,7 +9,7 @@ What runs
 One configuration (model, prompts, rollouts per iteration, minibatch size, PPO epochs, generation length and sampling
 settings, reward callable, fp32 on CPU, ``--threads`` torch threads, the same trainable layers) goes through
 
-(a) ``PPOTrainer`` from ``workflow_scripts/ppo.py``: ``1 + --iterations`` calls of ``train_iteration()``;
+(a) ``PPOTrainer`` from ``workflow_scripts/lib/ppo.py``: ``1 + --iterations`` calls of ``train_iteration()``;
 (b) ``trl.RLOOTrainer`` (trl 1.16.0): ``trainer.train()`` for the same number of iterations, where one iteration is
     one generation batch of ``--num-rollouts`` completions followed by ``--ppo-epochs`` passes over it in minibatches
     of ``--batch-size`` (TRL: ``generation_batch_size``, ``num_iterations``, ``per_device_train_batch_size``).
@@ -22,7 +22,7 @@ trl 1.16.0 ships no PPO trainer: ``PPOTrainer`` is gone from ``trl`` and ``trl.e
 reference model for a KL penalty, and several clipped-ratio (PPO-style) passes over each generation batch.
 
 Trainable layers: TRL has no layer-freezing option, but its HF Trainer optimises only ``requires_grad`` parameters,
-so ``workflow_scripts.lm.freeze_bottom_layers`` is applied to TRL's model too and both train exactly the same
+so ``workflow_scripts.lib.lm.freeze_bottom_layers`` is applied to TRL's model too and both train exactly the same
 parameters (checked: the count in TRL's optimizer is printed in the mismatch list). For an all-layers comparison pass
 ``--num-layers-unfrozen <number of blocks>`` (30 for SmolLM2-135M).
 
@@ -132,8 +132,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from workflow_scripts.generation import encode_prompts  # noqa: E402
-from workflow_scripts.lm import (  # noqa: E402
+from workflow_scripts.lib.config import from_config  # noqa: E402
+from workflow_scripts.lib.generation import encode_prompts  # noqa: E402
+from workflow_scripts.lib.lm import (  # noqa: E402
     final_norm,
     freeze_bottom_layers,
     load_causal_lm,
@@ -141,8 +142,8 @@ from workflow_scripts.lm import (  # noqa: E402
     stop_token_ids,
     transformer_blocks,
 )
-from workflow_scripts.ppo import PPOConfig, PPOTrainer  # noqa: E402
-from workflow_scripts.toxicity import load_scorer  # noqa: E402
+from workflow_scripts.lib.ppo import PPOConfig, PPOTrainer  # noqa: E402
+from workflow_scripts.lib.toxicity import load_scorer  # noqa: E402
 
 GT_WHEEL = "resources/wheels/toxic_comment_classifier-0.3.0-py3-none-any.whl"
 
@@ -222,16 +223,16 @@ def update_flops(model: Any, trainer: PPOTrainer, shape: dict[str, int], ppo_epo
     vocab = head.weight.shape[0]
     head_trains = head.weight.requires_grad
     norm = final_norm(model)
-    n_top = sum(p.numel() for p in trainer.top.parameters())
+    n_top = sum(p.numel() for p in trainer.policy.top.parameters())
     n_top += sum(p.numel() for p in norm.parameters()) if norm is not None else 0
-    n_vhead = sum(p.numel() for p in trainer.value_head.parameters())
+    n_vhead = sum(p.numel() for p in trainer.policy.value_head.parameters())
     rows, seq, resp = shape["rows"], shape["seq_width"], shape["response_width"]
     t_seq, t_resp = rows * seq, rows * resp
     parts = {
         "top_blocks": 6.0 * n_top * t_seq,
         "output_layer": (6.0 if head_trains else 4.0) * vocab * hidden * t_resp,
         "value_head": 6.0 * n_vhead * t_resp,
-        "attention_scores": 12.0 * len(trainer.top) * d_attn * rows * seq**2,
+        "attention_scores": 12.0 * len(trainer.policy.top) * d_attn * rows * seq**2,
     }
     out = {k: ppo_epochs * v for k, v in parts.items()}
     out["total"] = sum(out.values())
@@ -241,25 +242,26 @@ def update_flops(model: Any, trainer: PPOTrainer, shape: dict[str, int], ppo_epo
 def run_ours(args: argparse.Namespace, prompts: list[str], reward: NonToxicityReward) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     model, tokenizer = load_causal_lm(args.model, device="cpu", dtype=torch.float32)
-    cfg = PPOConfig(
-        total_steps=10**9,
-        num_rollouts=args.num_rollouts,
-        chunk_size=args.num_rollouts,  # all rollouts in one generate call, as TRL does
-        ppo_epochs=args.ppo_epochs,
-        batch_size=args.batch_size,
-        num_layers_unfrozen=args.num_layers_unfrozen,
-        learning_rate=args.learning_rate,
-        init_kl_coef=args.kl_coef,
-        target=None,
-        cliprange=args.cliprange,
-        max_new_tokens=args.max_new_tokens,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        temperature=args.temperature,
-        max_prompt_tokens=args.max_prompt_tokens,
-        checkpoint_interval=10**9,
-        seed=args.seed,
-    )
+    settings = {
+        "total_steps": 10**9,
+        "num_rollouts": args.num_rollouts,
+        "chunk_size": args.num_rollouts,  # all rollouts in one generate call, as TRL does
+        "ppo_epochs": args.ppo_epochs,
+        "batch_size": args.batch_size,
+        "num_layers_unfrozen": args.num_layers_unfrozen,
+        "learning_rate": args.learning_rate,
+        "init_kl_coef": args.kl_coef,
+        "target": None,
+        "cliprange": args.cliprange,
+        "max_new_tokens": args.max_new_tokens,
+        "top_k": args.top_k,
+        "top_p": args.top_p,
+        "temperature": args.temperature,
+        "max_prompt_tokens": args.max_prompt_tokens,
+        "checkpoint_interval": 10**9,
+        "seed": args.seed,
+    }
+    cfg = from_config(PPOConfig, "rlhf", settings)  # every other setting: the schema's default
     trainer = PPOTrainer(cfg, model, tokenizer, reward, prompts)
     shapes: list[dict[str, int]] = []
     original_update = trainer.update
@@ -306,10 +308,10 @@ def run_ours(args: argparse.Namespace, prompts: list[str], reward: NonToxicityRe
         )
     n_blocks = len(transformer_blocks(model))
     summary = {
-        "trainer": "workflow_scripts.ppo.PPOTrainer",
-        "trainable_parameters_model": trainer.freeze_summary["trainable_parameters"],
-        "trainable_parameters_value_head": sum(p.numel() for p in trainer.value_head.parameters()),
-        "total_parameters": trainer.freeze_summary["total_parameters"],
+        "trainer": "workflow_scripts.lib.ppo.PPOTrainer",
+        "trainable_parameters_model": trainer.policy.freeze_summary["trainable_parameters"],
+        "trainable_parameters_value_head": sum(p.numel() for p in trainer.policy.value_head.parameters()),
+        "total_parameters": trainer.policy.freeze_summary["total_parameters"],
         "num_blocks": n_blocks,
         "output_layer_trains": bool(model.get_output_embeddings().weight.requires_grad),
         "value_head_hidden": 2 * model.config.hidden_size,
@@ -564,7 +566,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     reward(["warm-up"], ["warm-up"])  # the classifier's first call loads lazily
 
     mm_before = time_matmul(args.matmul_size, args.matmul_repeats)
-    print("(a) ours: workflow_scripts.ppo.PPOTrainer", flush=True)
+    print("(a) ours: workflow_scripts.lib.ppo.PPOTrainer", flush=True)
     ours = run_ours(args, prompts, reward)
     print("(b) TRL: trl.RLOOTrainer", flush=True)
     trl_run = run_trl(args, prompts, reward)

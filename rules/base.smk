@@ -5,7 +5,7 @@ rule base_model:
     output:
         model=directory("results/base/model"),
     params:
-        cfg=base_model_params(),
+        base_model=base_model_params(),
     log:
         "logs/base_model.log",
     benchmark:

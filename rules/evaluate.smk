@@ -9,7 +9,7 @@ rule evaluate:
         generations="results/eval/{model}.parquet",
     params:
         compute=COMPUTE,
-        cfg=evaluate_params(),
+        evaluation=evaluate_params(),
         gt_classifier=with_resolved_wheel(config["gt_classifier"]),
     log:
         "logs/evaluate/{model}.log",
@@ -43,7 +43,7 @@ rule table1:
         html=report("reports/table1.html", caption="../reports/table1_html.rst", category="Table 1"),
     params:
         stages=EVAL_STAGES,
-        cfg=table1_params(),
+        table1=table1_params(),
     log:
         "logs/table1.log",
     threads: 1

@@ -9,7 +9,7 @@ rule irl_features:
         features="results/irl/features.pt",
     params:
         compute=COMPUTE,
-        cfg=irl_features_params(),
+        irl=irl_features_params(),
         gt_classifier=with_resolved_wheel(config["gt_classifier"]),
     log:
         "logs/irl/features.log",
@@ -23,7 +23,7 @@ rule irl_features:
     conda:
         "../envs/pipeline.yaml"
     script:
-        "../workflow_scripts/irl.py"
+        "../workflow_scripts/irl_features.py"
 
 
 rule irl_train:
@@ -37,7 +37,7 @@ rule irl_train:
         rewards="results/irl/{objective}/seed{seed}/rewards.parquet",
     params:
         compute=COMPUTE,
-        cfg=irl_train_params(),
+        irl=irl_train_params(),
     log:
         "logs/irl/{objective}_seed{seed}.log",
     benchmark:
@@ -50,7 +50,7 @@ rule irl_train:
     conda:
         "../envs/pipeline.yaml"
     script:
-        "../workflow_scripts/irl.py"
+        "../workflow_scripts/irl_train.py"
 
 
 rule irl_report:

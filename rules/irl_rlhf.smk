@@ -11,8 +11,8 @@ rule irl_rlhf:
         log="results/irl_rlhf/train_log.parquet",
     params:
         compute=COMPUTE,
-        ppo=irl_rlhf_ppo_params(),
-        reward=irl_rlhf_reward_params(),
+        rlhf=irl_rlhf_ppo_params(),
+        irl_rlhf=irl_rlhf_reward_params(),
         checkpoint_dir="results/irl_rlhf/checkpoints",
     log:
         "logs/irl_rlhf.log",

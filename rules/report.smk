@@ -1,4 +1,4 @@
-# Figures drawn from artifacts (workflow_scripts/figures.py) and the configuration snapshot of the HTML report.
+# Figures drawn from artifacts (workflow_scripts/lib/figures.py) and the configuration snapshot of the HTML report.
 # `snakemake --report reports/report.html` collects every output marked with report() into one page.
 
 PPO_STAGES = ["rlhf", "irl_rlhf"]
@@ -21,7 +21,7 @@ rule fig3_ppo_curves:
     conda:
         "../envs/pipeline.yaml"
     script:
-        "../workflow_scripts/figures.py"
+        "../workflow_scripts/fig3_ppo_curves.py"
 
 
 rule fig4_table1:
@@ -39,7 +39,7 @@ rule fig4_table1:
     conda:
         "../envs/pipeline.yaml"
     script:
-        "../workflow_scripts/figures.py"
+        "../workflow_scripts/fig4_table1.py"
 
 
 rule config_snapshot:

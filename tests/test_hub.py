@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from workflow_scripts.hub import HubUnavailable, load_dataset_table
-from workflow_scripts.toxicity import load_scorer
+from workflow_scripts.lib.hub import HubUnavailable, load_dataset_table
+from workflow_scripts.lib.toxicity import load_scorer
 
 TEXTS = ["you are a wonderful person", "shut up you idiot", "the weather is nice today", "a"]
 
@@ -82,7 +82,7 @@ def test_unreachable_classifier_id_is_one_clear_line(offline: None) -> None:
 
 
 def test_unreachable_model_id_is_one_clear_line(offline: None) -> None:
-    from workflow_scripts.lm import load_causal_lm
+    from workflow_scripts.lib.lm import load_causal_lm
 
     name = "EleutherAI/pythia-70m"
     with pytest.raises(HubUnavailable) as err:
@@ -107,8 +107,9 @@ def test_dataset_from_local_copy_and_unreachable_id(tmp_path: Path, offline: Non
 def test_paper_layout_data_sets_from_local_copies(tmp_path: Path, gt_wheel: Path) -> None:
     """jigsaw-long-2000's layout (prompt / original_output, no label) and RealToxicityPrompts' (struct prompt,
     challenging flag), as local copies, through the loader the paper configs use."""
-    from workflow_scripts.prepare_data import DataConfig, prepare_data
-    from workflow_scripts.toxicity import GTBiLSTMScorer
+    from workflow_scripts.lib.config import from_config
+    from workflow_scripts.lib.data import DataConfig, prepare_data
+    from workflow_scripts.lib.toxicity import GTBiLSTMScorer
 
     shipped = pd.read_parquet(Path(__file__).parent.parent / "resources" / "jigsaw_style_texts.parquet").head(40)
     words = shipped["text"].str.split()
@@ -123,11 +124,11 @@ def test_paper_layout_data_sets_from_local_copies(tmp_path: Path, gt_wheel: Path
         }
     )
     rtp.to_parquet(rtp_dir / "train-00000-of-00001.parquet")
-    cfg = DataConfig(
-        texts=str(tmp_path / "jigsaw.parquet"), rtp_prompts=str(tmp_path / "rtp"), label_column=None,
-        prompt_column="prompt", continuation_column="original_output", rtp_prompt_column="prompt.text",
-        rtp_challenging_only=True, eval_fraction=0.25,
-    )  # fmt: skip
+    cfg = from_config(DataConfig, "data", {
+        "texts": str(tmp_path / "jigsaw.parquet"), "rtp_prompts": str(tmp_path / "rtp"), "label_column": None,
+        "prompt_column": "prompt", "continuation_column": "original_output", "rtp_prompt_column": "prompt.text",
+        "rtp_challenging_only": True, "eval_fraction": 0.25,
+    })  # fmt: skip
     out = {k: tmp_path / f"{k}.parquet" for k in ("train", "eval", "rtp")}
     scorer = GTBiLSTMScorer(str(gt_wheel))
     counts = prepare_data(cfg, out["train"], out["eval"], out["rtp"], label_scorer=lambda: scorer)
@@ -148,7 +149,7 @@ def test_paper_layout_data_sets_from_local_copies(tmp_path: Path, gt_wheel: Path
 
 
 def test_a_missing_local_checkpoint_is_not_blamed_on_the_hub(tmp_path: Path, offline: None) -> None:
-    from workflow_scripts.lm import load_causal_lm
+    from workflow_scripts.lib.lm import load_causal_lm
 
     missing = tmp_path / "results" / "sft" / "model"
     with pytest.raises(FileNotFoundError, match=f"model checkpoint not found: {missing}"):

@@ -10,20 +10,13 @@ import pytest
 import torch
 
 from conftest import REPO
-from workflow_scripts.gt_classifier import GTToxicityClassifier
-from workflow_scripts.irl import (
-    FeatureStore,
-    IRLConfig,
-    RewardModel,
-    build_features,
-    choose_threshold,
-    irl_loss,
-    last_token_index,
-    load_reward_model,
-    split_pairs,
-    train_irl,
-)
-from workflow_scripts.lm import ComputeConfig, load_causal_lm, position_ids_from_mask
+from workflow_scripts.lib.compute import ComputeConfig
+from workflow_scripts.lib.config import from_config
+from workflow_scripts.lib.gt_classifier import GTToxicityClassifier
+from workflow_scripts.lib.irl import FeatureStore, IRLConfig, build_features, irl_loss, split_pairs, train_irl
+from workflow_scripts.lib.irl_metrics import choose_threshold
+from workflow_scripts.lib.lm import load_causal_lm, position_ids_from_mask
+from workflow_scripts.lib.reward_model import RewardModel, last_token_index, load_reward_model
 
 
 @pytest.mark.parametrize(
@@ -117,10 +110,11 @@ def irl_inputs(tiny_model_dir: Path, gt_wheel: Path, tmp_path_factory: pytest.Te
     demos.to_parquet(paths["demos"])
     heldout.to_parquet(paths["heldout"])
     train_texts.to_parquet(paths["train_texts"])
-    cfg = IRLConfig(trainable_layers=1, epochs=3, learning_rate=3e-3, batch_size=4, max_length=32)
+    settings = {"trainable_layers": 1, "epochs": 3, "learning_rate": 3e-3, "batch_size": 4, "max_length": 32}
+    cfg = from_config(IRLConfig, "irl", settings, objective="max_margin", seed=0)
     features = tmp / "features.pt"
     gt = GTToxicityClassifier.from_wheel(gt_wheel)
-    build_features(cfg, tiny_model_dir, paths["demos"], paths["heldout"], paths["train_texts"], gt, features)
+    build_features(tiny_model_dir, paths["demos"], paths["heldout"], paths["train_texts"], gt, features, 1, 32)
     return {"cfg": cfg, "features": features, "backbone": tiny_model_dir, "tmp": tmp}
 
 

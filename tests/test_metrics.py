@@ -6,8 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workflow_scripts import metrics
-from workflow_scripts.table1 import TableConfig, build_table1
+from workflow_scripts.lib import metrics
+from workflow_scripts.lib.table1 import TableConfig, build_table1
+
+
+def table_config(eval_classifier: str, gt_classifier: str, n_resamples: int = 2000) -> TableConfig:
+    return TableConfig("m", eval_classifier, gt_classifier, threshold=0.5, n_resamples=n_resamples, confidence=0.95,
+                       seed=0)  # fmt: skip
 
 
 def rtp_frame() -> pd.DataFrame:
@@ -64,7 +69,7 @@ def test_table1_from_synthetic_generations(tmp_path) -> None:
     for stage in ("sft", "base"):
         files[stage] = tmp_path / f"{stage}.parquet"
         pd.concat([jig, rtp]).to_parquet(files[stage])
-    table = build_table1(files, TableConfig("m", "profanity_check", "gt_bilstm", n_resamples=200))
+    table = build_table1(files, table_config("profanity_check", "gt_bilstm", n_resamples=200))
     assert table["stage"].tolist() == ["base", "sft"]  # pipeline order, not dict order
     row = table.iloc[0]
     assert row["jigsaw_toxicity_ratio"] == 0.5
@@ -82,7 +87,7 @@ def test_table1_rejects_missing_protocol(tmp_path) -> None:
         path
     )
     with pytest.raises(ValueError, match="rtp rows 0"):
-        build_table1({"sft": path}, TableConfig("m", "a", "b"))
+        build_table1({"sft": path}, table_config("a", "b"))
 
 
 def test_paired_differences_by_hand() -> None:
@@ -99,7 +104,7 @@ def test_paired_differences_by_hand() -> None:
 
 
 def test_differences_table_from_synthetic_generations(tmp_path) -> None:
-    from workflow_scripts.table1 import build_differences
+    from workflow_scripts.lib.table1 import build_differences
 
     def frame(jig_scores, rtp_scores):
         jig = pd.DataFrame({"protocol": "jigsaw", "prompt_id": ["x", "y"], "p_toxic_eval": jig_scores})
@@ -111,10 +116,25 @@ def test_differences_table_from_synthetic_generations(tmp_path) -> None:
     files = {"sft": tmp_path / "sft.parquet", "rlhf": tmp_path / "rlhf.parquet"}
     frame([0.9, 0.2], [0.1, 0.8, 0.6, 0.0]).to_parquet(files["sft"])
     frame([0.3, 0.2], [0.1, 0.2, 0.6, 0.0]).to_parquet(files["rlhf"])
-    diff = build_differences(files, TableConfig("m", "a", "b", n_resamples=200))
+    diff = build_differences(files, table_config("a", "b", n_resamples=200))
     assert diff["comparison"].tolist() == ["rlhf - sft"]
     row = diff.iloc[0]
     assert row["jigsaw_mean_toxicity"] == pytest.approx(-0.3)  # (0.3 - 0.9 + 0) / 2
     assert row["jigsaw_toxicity_ratio"] == pytest.approx(-0.5)
     assert row["rtp_expected_max_toxicity"] == pytest.approx(-0.3)  # maxima 0.8 -> 0.2 and 0.6 -> 0.6
     assert row["rtp_toxicity_probability"] == pytest.approx(-0.5)
+
+
+def test_one_toxicity_rule_is_inclusive_and_shared() -> None:
+    from workflow_scripts.lib.toxicity import TOXIC_THRESHOLD, check_texts, is_toxic
+
+    assert TOXIC_THRESHOLD == 0.5  # the paper's rule
+    assert is_toxic([0.49999, 0.5, 0.9]).tolist() == [False, True, True]
+    assert is_toxic([0.6], threshold=0.7).tolist() == [False]
+    # Table 1's ratio is the share of texts the same rule calls toxic
+    assert metrics.toxicity_ratio([0.49999, 0.5, 0.9]) == pytest.approx(2 / 3)
+    assert check_texts(("a", "b")) == ["a", "b"]
+    with pytest.raises(TypeError, match="not a single string"):
+        check_texts("abc")
+    with pytest.raises(TypeError, match=r"texts\[1\] must be str, got bytes"):
+        check_texts(["a", b"b"])

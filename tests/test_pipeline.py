@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from conftest import TEST_CONFIG, planned_jobs, snakemake
-from workflow_scripts import metrics
+from workflow_scripts.lib import metrics
 
 # the IRL jobs of the .test config: the shared feature cache, 3 objectives x 2 seeds, the report
 IRL_JOBS = {"irl_features": 1, "irl_train": 6, "irl_report": 1}
@@ -164,8 +164,8 @@ def test_two_runs_give_identical_results(pipeline_run: Path, tmp_path: Path) -> 
 
 
 def test_demonstrations_schema_and_scores(pipeline_run: Path, gt_wheel: Path) -> None:
-    from workflow_scripts.demonstrations import DEMO_COLUMNS
-    from workflow_scripts.toxicity import GTBiLSTMScorer
+    from workflow_scripts.lib.demonstrations import DEMO_COLUMNS
+    from workflow_scripts.lib.toxicity import GTBiLSTMScorer
 
     cfg = yaml.safe_load(TEST_CONFIG.read_text())["demonstrations"]
     scorer = GTBiLSTMScorer(str(gt_wheel))
@@ -207,7 +207,7 @@ def test_rlhf_checkpoint_is_loadable_with_provenance(pipeline_run: Path) -> None
 def test_irl_rlhf_optimises_the_reward_chosen_on_validation(pipeline_run: Path) -> None:
     import json
 
-    from workflow_scripts.irl_report import best_run, select_runs
+    from workflow_scripts.lib.irl_metrics import best_run, select_runs
 
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
     objective = cfg["irl_rlhf"]["objective"]
@@ -232,7 +232,7 @@ def test_irl_rlhf_optimises_the_reward_chosen_on_validation(pipeline_run: Path) 
 
 
 def test_table1_claims_follow_the_differences(pipeline_run: Path) -> None:
-    from workflow_scripts.table1 import PAPER_METRICS, direction
+    from workflow_scripts.lib.table1 import PAPER_METRICS, direction
 
     reports = pipeline_run / "reports"
     diffs = pd.read_csv(reports / "table1_differences.csv").set_index("comparison")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -11,18 +12,29 @@ import pytest
 import torch
 
 from conftest import PROMPTS, length_reward, tiny_cfg
-from workflow_scripts.lm import final_norm, load_causal_lm, position_ids_from_mask, run_blocks, transformer_blocks
-from workflow_scripts.ppo import (
+from workflow_scripts.lib.generation import Continuation
+from workflow_scripts.lib.lm import (
+    load_causal_lm,
+    position_ids_from_mask,
+    run_blocks,
+    split_backbone,
+    transformer_blocks,
+)
+from workflow_scripts.lib.ppo import HydraPolicy, PPOTrainer
+from workflow_scripts.lib.ppo_math import (
     AdaptiveKLController,
-    PPOTrainer,
+    FixedKLController,
     RunningMoments,
+    collate_rollouts,
     gae_advantages,
+    kl_controller,
     kl_penalised_rewards,
     masked_whiten,
     ppo_losses,
+    scale_scores,
 )
-from workflow_scripts.rewards import GTToxicityReward
-from workflow_scripts.toxicity import GTBiLSTMScorer
+from workflow_scripts.lib.rewards import GTToxicityReward
+from workflow_scripts.lib.toxicity import GTBiLSTMScorer
 
 TIMING = ("rollout_seconds", "update_seconds", "rollout_tokens_per_s", "update_samples_per_s", "tokens_per_s")
 
@@ -112,6 +124,11 @@ def test_adaptive_kl_controller() -> None:
     assert ctl.value == pytest.approx(0.1 * (1 + 0.2 * 10 / 100))
     ctl.update(current_kl=1.5, n_steps=10)  # below target: error -0.25 -> clipped -0.2
     assert ctl.value == pytest.approx(0.1 * 1.02 * 0.98)
+    # target: null keeps the coefficient fixed
+    fixed = kl_controller(0.1, target=None, horizon=100)
+    fixed.update(current_kl=10.0, n_steps=10)
+    assert isinstance(fixed, FixedKLController) and fixed.value == 0.1
+    assert isinstance(kl_controller(0.1, target=2.0, horizon=100), AdaptiveKLController)
 
 
 def test_running_moments_match_numpy() -> None:
@@ -125,24 +142,77 @@ def test_running_moments_match_numpy() -> None:
     assert rm.std == pytest.approx(allx.std(ddof=1))
 
 
+def test_score_scaling_divides_by_the_running_std_then_clips() -> None:
+    running = RunningMoments()
+    first = torch.tensor([1.0, 3.0])
+    scaled = scale_scores(first, "running", 10.0, running)
+    # the batch itself is in the running std (sample std of [1, 3] = sqrt(2)); the raw scores are untouched
+    assert torch.allclose(scaled, first / math.sqrt(2.0)) and torch.equal(first, torch.tensor([1.0, 3.0]))
+    second = torch.tensor([5.0, 7.0])
+    assert torch.allclose(scale_scores(second, "running", 10.0, running), second / np.std([1, 3, 5, 7], ddof=1))
+    # no scaling: only the clip
+    assert torch.equal(
+        scale_scores(torch.tensor([-20.0, 0.5]), None, 10.0, RunningMoments()), torch.tensor([-10.0, 0.5])
+    )
+
+
+def test_rollout_layout_left_pads_prompts_and_right_pads_responses() -> None:
+    conts = [Continuation([11, 12, 13], [21]), Continuation([14], [22, 23, 24])]
+    ids, attn, resp_mask, prompt_w = collate_rollouts(conts, pad_id=0)
+    assert prompt_w == 3
+    assert ids.tolist() == [[11, 12, 13, 21, 0, 0], [0, 0, 14, 22, 23, 24]]
+    assert attn.tolist() == [[1, 1, 1, 1, 0, 0], [0, 0, 1, 1, 1, 1]]
+    assert resp_mask.dtype == torch.float32 and resp_mask.tolist() == [[1, 0, 0], [1, 1, 1]]
+    # every prompt ends at column prompt_w - 1, so that position predicts each row's first response token
+    assert ids[:, prompt_w].tolist() == [21, 22]
+    # an all-empty response batch still has one (masked) response column
+    _, _, empty_mask, _ = collate_rollouts([Continuation([5], [])], pad_id=0)
+    assert empty_mask.tolist() == [[0.0]]
+
+
 # ------------------------------------------------------------------------------------------------ trainer
 def test_layer_split_equals_full_forward(tiny_model_dir: Path) -> None:
     model, tok = load_causal_lm(tiny_model_dir)
     enc = tok(["a short one", "and a considerably longer prompt here"], return_tensors="pt", padding=True)
     ids, mask = enc["input_ids"], enc["attention_mask"]
-    blocks = transformer_blocks(model)
+    backbone = split_backbone(model, 1)
     with torch.no_grad():
         full = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits
-        h = run_blocks(model, torch.nn.ModuleList(blocks[:2]), None, mask, input_ids=ids)
-        top = run_blocks(model, torch.nn.ModuleList(blocks[2:]), final_norm(model), mask, hidden=h)
+        h = run_blocks(model, backbone.bottom, None, mask, input_ids=ids)
+        top = run_blocks(model, backbone.top, backbone.norm, mask, hidden=h)
     assert torch.equal(model.get_output_embeddings()(top), full)
+
+
+def test_hydra_policy_and_reference_equal_the_full_model_before_training(tiny_model_dir: Path) -> None:
+    model, tok = load_causal_lm(tiny_model_dir)
+    conts = [
+        Continuation(tok("a short one")["input_ids"], [5, 6]),
+        Continuation(tok("and a longer one")["input_ids"], [7]),
+    ]
+    ids, mask, resp_mask, prompt_w = collate_rollouts(conts, tok.pad_token_id)
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits
+    torch.manual_seed(0)
+    policy = HydraPolicy(model, 1)
+    with torch.no_grad():
+        bottom = policy.bottom_hidden(ids, mask)
+        logits, logprobs, values = policy.forward(bottom, mask, ids, prompt_w)
+        ref_logprobs = policy.reference_logprobs(bottom, mask, ids, prompt_w)
+    # cached bottom + trainable top == the whole model, at the positions that predict response tokens
+    assert torch.equal(logits, full[:, prompt_w - 1 : -1].float())
+    assert torch.equal(ref_logprobs, logprobs) and values.shape == resp_mask.shape
+    # only the top block (+ final norm, + untied head) and the value head are optimised
+    trainable = {id(p) for p in policy.parameters()}
+    assert all(id(p) not in trainable for p in policy.bottom.parameters())
+    assert all(id(p) in trainable for p in [*policy.top.parameters(), *policy.value_head.parameters()])
+    assert not any(p.requires_grad for p in policy.ref_top.parameters())
 
 
 def test_frozen_layers_stay_frozen_and_reference_is_fixed(tiny_model_dir: Path) -> None:
     model, tok = load_causal_lm(tiny_model_dir)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     trainer = PPOTrainer(tiny_cfg(), model, tok, length_reward, PROMPTS)
-    ref_before = {k: v.clone() for k, v in trainer.ref_top.state_dict().items()}
+    ref_before = {k: v.clone() for k, v in trainer.policy.ref_top.state_dict().items()}
     log = trainer.train()
     assert len(log) == 2 and trainer.step == 8
     after = model.state_dict()
@@ -150,11 +220,10 @@ def test_frozen_layers_stay_frozen_and_reference_is_fixed(tiny_model_dir: Path) 
     assert changed and all(
         k.startswith(("gpt_neox.layers.2.", "gpt_neox.final_layer_norm", "lm_head")) for k in changed
     )
-    assert all(torch.equal(v, trainer.ref_top.state_dict()[k]) for k, v in ref_before.items())
+    ref_after = trainer.policy.ref_top.state_dict()
+    assert all(torch.equal(v, ref_after[k]) for k, v in ref_before.items())
     # the reference branch still reproduces the untouched SFT model
-    assert torch.equal(
-        before["gpt_neox.layers.2.mlp.dense_h_to_4h.weight"], trainer.ref_top.state_dict()["0.mlp.dense_h_to_4h.weight"]
-    )
+    assert torch.equal(before["gpt_neox.layers.2.mlp.dense_h_to_4h.weight"], ref_after["0.mlp.dense_h_to_4h.weight"])
 
 
 def test_resume_reaches_the_same_weights_and_log(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -171,15 +240,16 @@ def test_resume_reaches_the_same_weights_and_log(tiny_model_dir: Path, tmp_path:
     resumed = PPOTrainer(cfg, model_c, tok, length_reward, PROMPTS)
     log_c = resumed.train(tmp_path / "b")
     assert resumed.step == straight.step == 16
-    state_a, state_c = straight.trainable_state(), resumed.trainable_state()
+    state_a, state_c = straight.policy.trainable_state(), resumed.policy.trainable_state()
     assert state_a.keys() == state_c.keys() and all(torch.equal(state_a[k], state_c[k]) for k in state_a)
-    assert all(torch.equal(v, resumed.value_head.state_dict()[k]) for k, v in straight.value_head.state_dict().items())
+    head_a, head_c = straight.policy.value_head.state_dict(), resumed.policy.value_head.state_dict()
+    assert all(torch.equal(v, head_c[k]) for k, v in head_a.items())
     pd.testing.assert_frame_equal(log_a.drop(columns=list(TIMING)), log_c.drop(columns=list(TIMING)))
     # and a different seed gives a different run
     model_d, _ = load_causal_lm(tiny_model_dir)
     other = PPOTrainer(tiny_cfg(total_steps=16, seed=6), model_d, tok, length_reward, PROMPTS)
     other.train()
-    assert not all(torch.equal(state_a[k], other.trainable_state()[k]) for k in state_a)
+    assert not all(torch.equal(state_a[k], other.policy.trainable_state()[k]) for k in state_a)
 
 
 def test_nan_reward_stops_and_keeps_last_good_checkpoint(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -232,3 +302,38 @@ def test_checkpoint_of_another_policy_is_not_resumed(tiny_model_dir: Path, tmp_p
     assert fresh.iteration == 0
     same, _ = load_causal_lm(tiny_model_dir)
     assert PPOTrainer(tiny_cfg(), same, tok, length_reward, PROMPTS).load_checkpoint(tmp_path / "last.pt")
+
+
+def test_ppo_job_writes_the_checkpoint_log_and_drops_resume_state(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from safetensors.torch import load_file
+
+    from workflow_scripts.lib.config import schema_defaults
+    from workflow_scripts.lib.ppo_stage import run_ppo_job
+
+    # what rule rlhf passes as params.rlhf (the config section; keys it leaves out take the schema's defaults)
+    rlhf = {"total_steps": 8, "num_rollouts": 8, "chunk_size": 8, "ppo_epochs": 2, "batch_size": 4}
+    rlhf |= {"num_layers_unfrozen": 1, "max_new_tokens": 6, "seed": 5}
+    smk = SimpleNamespace(
+        rule="rlhf",
+        params=SimpleNamespace(
+            rlhf=rlhf,
+            compute={"device": "cpu", "precision": "fp32"},
+            checkpoint_dir=str(tmp_path / "checkpoints"),
+        ),
+        input=SimpleNamespace(sft=str(tiny_model_dir)),
+        output=SimpleNamespace(model=str(tmp_path / "model"), log=str(tmp_path / "train_log.parquet")),
+    )
+    run_ppo_job(smk, PROMPTS, length_reward, {"kind": "length"})
+    out = tmp_path / "model"
+    assert {"model.safetensors", "value_head.safetensors", "provenance.json", "config.json"} <= {
+        p.name for p in out.iterdir()
+    }
+    value_head = load_file(out / "value_head.safetensors")
+    assert set(value_head) == {"net.0.weight", "net.0.bias", "net.2.weight", "net.2.bias"}
+    record = json.loads((out / "provenance.json").read_text())
+    assert record["stage"] == "rlhf" and record["optimizer_steps"] == 8 and record["reward"] == {"kind": "length"}
+    assert record["config"]["learning_rate"] == schema_defaults("rlhf")["learning_rate"]  # nothing overrode it
+    assert len(pd.read_parquet(tmp_path / "train_log.parquet")) == 2
+    assert not (tmp_path / "checkpoints").exists()

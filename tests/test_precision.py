@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from conftest import PROMPTS, length_reward, tiny_cfg
-from workflow_scripts.lm import ComputeConfig, Precision, load_causal_lm
-from workflow_scripts.ppo import PPOTrainer
+from workflow_scripts.lib.compute import ComputeConfig, Precision
+from workflow_scripts.lib.config import from_config
+from workflow_scripts.lib.lm import load_causal_lm, load_lm
+from workflow_scripts.lib.ppo import PPOTrainer
 
 
 def test_fp32_step_is_the_plain_step() -> None:
@@ -40,18 +42,18 @@ def test_unknown_precision_and_missing_cuda_are_named(tiny_model_dir: Path) -> N
         Precision("fp8")
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="device 'cuda' requested"):
-            ComputeConfig(device="cuda").load_lm(tiny_model_dir)
+            load_lm(tiny_model_dir, ComputeConfig(device="cuda", precision="fp32"))
 
 
 @pytest.mark.parametrize("name", ["bf16", "fp16"])
 def test_ppo_iteration_in_mixed_precision(tiny_model_dir: Path, name: str) -> None:
-    model, tok, precision = ComputeConfig(device="cpu", precision=name).load_lm(tiny_model_dir)
+    model, tok, precision = load_lm(tiny_model_dir, ComputeConfig(device="cpu", precision=name))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainer = PPOTrainer(tiny_cfg(), model, tok, length_reward, PROMPTS, precision)
     batch, _, _, _ = trainer.make_rollouts()
     # the rollout's log-probs were computed in half precision: close to, but not the same as, an fp32 recomputation
     with torch.no_grad():
-        _, logprobs32, _ = trainer.policy_forward(batch.bottom_hidden.float(), batch.attention_mask, batch.input_ids,
+        _, logprobs32, _ = trainer.policy.forward(batch.bottom_hidden.float(), batch.attention_mask, batch.input_ids,
                                                   batch.prompt_width)  # fmt: skip
     mask = batch.response_mask.bool()
     assert 0 < (batch.logprobs[mask] - logprobs32[mask]).abs().max() < 0.1
@@ -67,11 +69,12 @@ def test_ppo_iteration_in_mixed_precision(tiny_model_dir: Path, name: str) -> No
 
 
 def test_sft_in_bf16_trains_fp32_weights(tiny_model_dir: Path) -> None:
-    from workflow_scripts.sft import SFTConfig, _train
+    from workflow_scripts.lib.sft import SFTConfig, _train
 
     model, tok = load_causal_lm(tiny_model_dir)
     texts = pd.read_parquet(Path(__file__).parent.parent / "resources" / "jigsaw_style_texts.parquet")["text"]
-    cfg = SFTConfig(num_layers_unfrozen=1, learning_rate=3e-3, epochs=2, batch_size=8, max_length=32)
+    settings = {"num_layers_unfrozen": 1, "learning_rate": 3e-3, "epochs": 2, "batch_size": 8, "max_length": 32}
+    cfg = from_config(SFTConfig, "sft", settings)
     _, log, summary = _train(cfg, model, tok, texts.head(48).tolist(), Precision("bf16"))
     assert log["loss"].notna().all() and summary["final_loss"] < summary["first_loss"]
     assert all(p.dtype == torch.float32 for p in model.parameters())

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from conftest import REPO
-from workflow_scripts import figures, irl_report
-from workflow_scripts.irl_rlhf import choose_reward_model
-from workflow_scripts.table1 import (
+from workflow_scripts.lib import figures
+from workflow_scripts.lib.irl_metrics import choose_reward_model
+from workflow_scripts.lib.table1 import (
     CLAIMS,
     METRIC_LABELS,
     PAPER_METRICS,
@@ -21,7 +21,7 @@ from workflow_scripts.table1 import (
 )
 
 PAPER = REPO / "resources" / "paper" / "table1_v1.csv"
-CFG = TableConfig("m", "profanity_check", "gt_bilstm", n_resamples=100)
+CFG = TableConfig("m", "profanity_check", "gt_bilstm", threshold=0.5, n_resamples=100, confidence=0.95, seed=0)
 
 
 def ppo_log(offset: float, n: int = 5) -> pd.DataFrame:
@@ -103,7 +103,7 @@ def irl_metrics(objectives=("max_margin", "hinge"), seeds=(0, 1), epochs=3) -> p
 
 def test_figure5_heatmap_cells_are_the_metrics() -> None:
     metrics = irl_metrics()
-    fig = irl_report.figure5_heatmap(metrics)
+    fig = figures.figure5_heatmap(metrics)
     panels = [ax for ax in fig.axes if ax.get_title()]
     assert [ax.get_title() for ax in panels] == ["hinge", "max_margin"]
     for ax in panels:
@@ -126,7 +126,7 @@ def test_figure2_selected_bars_are_the_summary() -> None:
             "f1_ci_high": [0.65, 0.75],
         }
     )
-    fig = irl_report.figure2(metrics, summary)
+    fig = figures.figure2(metrics, summary)
     # (a) per objective: the seed with the best validation pair accuracy (seed 1), accuracy bars per epoch
     for ax, objective in zip(fig.axes[:2], ("hinge", "max_margin"), strict=True):
         assert ax.get_title() == f"(a) {objective}, seed 1"

@@ -1,15 +1,19 @@
-"""Tests for workflow_scripts.text_data and the shipped Jigsaw-style / RTP-style parquet files."""
+"""Tests for workflow_scripts.lib.text_data, the maintainer tool tools/build_text_data.py (its pure helpers and its
+DATA.md template) and the shipped Jigsaw-style / RTP-style parquet files."""
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
+import string
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from workflow_scripts.build_text_data import clean_fortune, overlaps_held_out, split_fortune_file
-from workflow_scripts.text_data import (
+from workflow_scripts.lib.text_data import (
     PROMPT_DATASET_COLUMNS,
     balance_by_label,
     make_prompt_dataset,
@@ -21,11 +25,26 @@ from workflow_scripts.text_data import (
     train_eval_split,
     validate_texts_frame,
 )
+from workflow_scripts.lib.toxicity import is_toxic
 
-RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+REPO = Path(__file__).resolve().parent.parent
+RESOURCES = REPO / "resources"
 TEXTS = RESOURCES / "jigsaw_style_texts.parquet"
 RTP = RESOURCES / "rtp_challenging_prompts.parquet"
 DATA_MD = RESOURCES / "DATA.md"
+
+
+def _load_build_tool():
+    """``tools/build_text_data.py`` is a script, not an installed package: load it from its file."""
+    path = REPO / "tools" / "build_text_data.py"
+    spec = importlib.util.spec_from_file_location("build_text_data", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+build_text_data = _load_build_tool()
 
 WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa".split()
 
@@ -227,9 +246,9 @@ def test_fortune_parsing_and_cleaning() -> None:
         "int main() { return 0; }\n%\n"
         "First paragraph here.\n\nSecond paragraph.\n%\n"
     )
-    entries = split_fortune_file(raw)
+    entries = build_text_data.split_fortune_file(raw)
     assert len(entries) == 4
-    cleaned = [clean_fortune(e) for e in entries]
+    cleaned = [build_text_data.clean_fortune(e) for e in entries]
     assert cleaned[0] == "A bug in the hand is better than one as yet undetected."
     assert cleaned[1] == "When in doubt, tell the truth."  # overstrike removed, attribution dropped
     assert cleaned[2] is None and cleaned[3] is None
@@ -238,14 +257,70 @@ def test_fortune_parsing_and_cleaning() -> None:
 def test_overlap_with_held_out() -> None:
     held = ["You are such a", "Completely different prompt here"]
     texts = ["you  are SUCH a jerk and everyone knows it", "nothing to see here at all", "Completely different"]
-    assert overlaps_held_out(texts, held).tolist() == [True, False, True]
+    assert build_text_data.overlaps_held_out(texts, held).tolist() == [True, False, True]
+
+
+# ------------------------------------------------------------------------------------------------ DATA.md template
+def _small_build(n_per_class: int, exclude: list[str]) -> tuple:
+    """Synthetic inputs of ``write_data_md``: a tiny pool, its step counts, the selected rows and held-out prompts."""
+    sources = list(build_text_data.SOURCES)
+    pool = pd.DataFrame(
+        {
+            "source": [s for s in sources for _ in range(4)],
+            "label": [1, 0, 0, 0] * len(sources),
+        }
+    )
+    pool["toxic_eligible"] = ~pool["source"].isin(exclude)
+    selected = pool[(pool["label"] == 0) | pool["toxic_eligible"]].groupby(["source", "label"]).head(1)
+    stats = pd.DataFrame(
+        {"raw": 9, "in_length_range": 6, "dropped_overlap": 1, "candidates": 4}, index=pd.Index(sources, name="source")
+    )
+    table = build_text_data.summary_table(pool, stats, selected)
+    held = pd.DataFrame({"prompt": ["p one", "p two", "p three"], "categories": ["insult", "threat,insult", "threat"]})
+    args = argparse.Namespace(seed=5, n_per_class=n_per_class, exclude_toxic_sources=exclude)
+    return table, held, selected, args, "LICENCE LINE 1\n\tLICENCE LINE 2", "fortunes_9.9_all.deb"
+
+
+def test_data_md_template_placeholders_are_exactly_the_filled_fields() -> None:
+    fields = build_text_data.data_md_fields(*_small_build(n_per_class=1000, exclude=["fortunes"]))
+    assert build_text_data.template_fields() == set(fields)
+    assert string.Template(build_text_data.DATA_MD_TEMPLATE.read_text(encoding="utf-8")).is_valid()
+
+
+@pytest.mark.parametrize(("n_per_class", "exclude"), [(1000, ["fortunes"]), (2, []), (1000, ["fortunes", "cloze"])])
+def test_data_md_renders_from_a_small_build(tmp_path: Path, n_per_class: int, exclude: list[str]) -> None:
+    table, held, selected, args, licence, deb_name = _small_build(n_per_class, exclude)
+    out = tmp_path / "DATA.md"
+    build_text_data.write_data_md(out, build_text_data.data_md_fields(table, held, selected, args, licence, deb_name))
+    doc = out.read_text(encoding="utf-8")
+    assert "$" not in doc  # no placeholder left unfilled
+    assert doc.startswith("# Offline text data") and doc.endswith("LICENCE LINE 1\n\tLICENCE LINE 2\n```\n")
+    assert "Built by `tools/build_text_data.py` (seed 5)" in doc
+    assert "P(toxic) >= 0.5" in doc and f"`{deb_name}`" in doc
+    assert "per first category: flirtation 0, identity_attack 0, insult 1, profanity 0, severe_toxicity 0" in doc
+    n = int((selected["label"] == 1).sum())
+    assert f"| `jigsaw_style_texts.parquet` | {len(selected)} ({n} toxic + {n} non-toxic) |" in doc
+    assert "| total | 45 | 30 | 5 | 20 | 5 |" in doc  # the counts table of summary_table
+    for source in build_text_data.SOURCES:
+        assert f"| {source} |" in doc
+    assert f"**{', '.join(exclude) or 'none'}**" in doc
+    assert ("A read of random classifier-toxic fortunes" in doc) == ("fortunes" in exclude)
+    assert ("There were fewer than" in doc) == (n < n_per_class)
+
+
+def test_render_data_md_rejects_missing_or_unknown_fields() -> None:
+    fields = build_text_data.data_md_fields(*_small_build(n_per_class=1000, exclude=["fortunes"]))
+    with pytest.raises(ValueError, match="not filled: \\['seed'\\]"):
+        build_text_data.render_data_md({k: v for k, v in fields.items() if k != "seed"})
+    with pytest.raises(ValueError, match="not in the template: \\['bogus'\\]"):
+        build_text_data.render_data_md({**fields, "bogus": "x"})
 
 
 # ---------------------------------------------------------------------------------------------- shipped data files
 @pytest.fixture(scope="module")
 def shipped() -> tuple[pd.DataFrame, pd.DataFrame]:
     if not TEXTS.exists() or not RTP.exists():
-        pytest.fail(f"shipped data missing: {TEXTS} / {RTP} (rebuild with workflow_scripts/build_text_data.py)")
+        pytest.fail(f"shipped data missing: {TEXTS} / {RTP} (rebuild with tools/build_text_data.py)")
     return pd.read_parquet(TEXTS), pd.read_parquet(RTP)
 
 
@@ -257,7 +332,7 @@ def test_shipped_texts(shipped: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     assert len(texts) <= 2000
     assert (texts["text"].str.split().str.len() >= 8).all()
     assert (texts["text"].str.split().str.len() == texts["n_words"]).all()
-    assert (texts["label"] == (texts["p_toxic"] >= 0.5).astype(int)).all()
+    assert (texts["label"] == is_toxic(texts["p_toxic"]).astype(int)).all()
     assert texts["p_toxic"].between(0, 1).all()
     assert not texts["text"].map(normalise_key).duplicated().any()
     assert (texts["text"] == texts["text"].map(normalise_whitespace)).all()

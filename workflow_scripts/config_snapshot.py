@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from workflow_scripts.common import run_snakemake_job, write_markdown_page, write_text
+from workflow_scripts.lib.common import run_snakemake_job, write_markdown_page, write_text
 
 
 def _snakemake(smk: Any) -> None:

@@ -1,120 +1,19 @@
-"""Stage 4, demonstrations: greedy completions of the same prompts by the expert (RLHF) and a non-expert model.
+"""Rule ``demonstrations``: greedy completions of the train and eval prompts by the expert (RLHF) and the non-expert
+(SFT or base) -> ``results/demonstrations/{train,eval}.parquet`` (``workflow_scripts.lib.demonstrations``)."""
 
-Consumes ``results/rlhf/model/``, the non-expert checkpoint (``results/sft/model/`` by default, or the base model) and
-the train/eval splits. Produces ``results/demonstrations/train.parquet`` and ``results/demonstrations/eval.parquet``:
-one row per prompt with ``prompt_id``, ``prompt``, ``original_output``, ``label``/``source`` of the source text,
-``expert`` and ``non_expert`` completions, their GT toxicity (``gt_toxicity_expert``/``gt_toxicity_non_expert``),
-the model ids and the generation settings. IRL learns a reward from these pairs.
-
-Default non-expert: the SFT model, i.e. the policy RLHF started from, so that a pair differs only in what RLHF
-changed. The paper's non-expert is the base model, which also differs in everything SFT changed (domain, style);
-``demonstrations.non_expert: base`` reproduces that.
-"""
-
-import logging
-from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
-from workflow_scripts.common import dataclass_from_dict, run_snakemake_job, seed_everything, write_parquet
-from workflow_scripts.generation import GenerationSettings, generate
-from workflow_scripts.lm import ComputeConfig
-from workflow_scripts.text_data import stratified_subsample
-from workflow_scripts.toxicity import ToxicityScorer, load_scorer
-
-LOG = logging.getLogger("irl_llms.demonstrations")
-
-DEMO_COLUMNS = [
-    "prompt_id", "prompt", "original_output", "label", "source", "expert", "non_expert",
-    "gt_toxicity_expert", "gt_toxicity_non_expert", "expert_model", "non_expert_model", "max_new_tokens", "decoding",
-]  # fmt: skip
-
-
-@dataclass
-class DemoConfig:
-    non_expert: str = "sft"  # sft | base
-    n_train: int | None = 100  # pairs from the train split (paper: 100 for Pythia-70M, 200 for 410M); None = all
-    n_eval: int | None = None  # pairs from the eval split; None = all
-    max_new_tokens: int = 30
-    batch_size: int = 32
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.non_expert not in ("sft", "base"):
-            raise ValueError(f"demonstrations.non_expert must be 'sft' or 'base', got {self.non_expert!r}")
-
-
-def select_prompts(df: pd.DataFrame, n: int | None, seed: int, path: str | Path) -> pd.DataFrame:
-    if df.empty:
-        raise ValueError(f"{path}: no prompts for demonstrations")
-    if n is None or n >= len(df):
-        return df.reset_index(drop=True)
-    return stratified_subsample(df, n, seed=seed).reset_index(drop=True)
-
-
-def make_demonstrations(
-    cfg: DemoConfig,
-    expert_dir: str | Path,
-    non_expert_dir: str | Path,
-    splits: dict[str, tuple[str | Path, str | Path]],
-    gt_scorer: ToxicityScorer,
-    compute: ComputeConfig | None = None,
-) -> dict[str, pd.DataFrame]:
-    """``splits`` maps split name -> (prompt parquet, output parquet); both models complete every selected prompt."""
-    seed_everything(cfg.seed)
-    selected = {
-        name: select_prompts(pd.read_parquet(src), cfg.n_train if name == "train" else cfg.n_eval, cfg.seed, src)
-        for name, (src, _) in splits.items()
-    }
-    settings = GenerationSettings(max_new_tokens=cfg.max_new_tokens, do_sample=False, batch_size=cfg.batch_size)
-    completions: dict[str, dict[str, list[str]]] = {name: {} for name in splits}
-    for role, model_dir in (("expert", expert_dir), ("non_expert", non_expert_dir)):
-        model, tokenizer, precision = (compute or ComputeConfig()).load_lm(model_dir)
-        for name, df in selected.items():
-            with precision.autocast():
-                out = generate(model, tokenizer, df["prompt"].tolist(), settings, desc=f"{role} {name}")
-            completions[name][role] = [c[0] for c in out]
-        del model
-    frames = {}
-    for name, df in selected.items():
-        frame = pd.DataFrame(
-            {
-                "prompt_id": df["id"].astype(str),
-                "prompt": df["prompt"],
-                "original_output": df["original_output"],
-                "label": df["label"].astype(int),
-                "source": df["source"],
-                "expert": completions[name]["expert"],
-                "non_expert": completions[name]["non_expert"],
-            }
-        )
-        frame["gt_toxicity_expert"] = gt_scorer.p_toxic(frame["expert"].tolist())
-        frame["gt_toxicity_non_expert"] = gt_scorer.p_toxic(frame["non_expert"].tolist())
-        frame["expert_model"] = str(expert_dir)
-        frame["non_expert_model"] = str(non_expert_dir)
-        frame["max_new_tokens"] = cfg.max_new_tokens
-        frame["decoding"] = "greedy"
-        frame = frame[DEMO_COLUMNS]
-        write_parquet(frame, splits[name][1])
-        LOG.info(
-            "%s: %d pairs; GT toxicity expert %.3f vs non-expert %.3f; identical completions %d",
-            name,
-            len(frame),
-            frame["gt_toxicity_expert"].mean(),
-            frame["gt_toxicity_non_expert"].mean(),
-            int((frame["expert"] == frame["non_expert"]).sum()),
-        )
-        frames[name] = frame
-    LOG.info("demonstration config: %s", asdict(cfg))
-    return frames
+from workflow_scripts.lib.common import run_snakemake_job
+from workflow_scripts.lib.compute import ComputeConfig
+from workflow_scripts.lib.config import from_config
+from workflow_scripts.lib.demonstrations import DemoConfig, make_demonstrations
+from workflow_scripts.lib.toxicity import load_scorer
 
 
 def _snakemake(smk: Any) -> None:
-    cfg = dataclass_from_dict(DemoConfig, smk.params.cfg)
+    cfg = from_config(DemoConfig, "demonstrations", smk.params.demonstrations)
     splits = {"train": (smk.input.train, smk.output.train), "eval": (smk.input.eval, smk.output.eval)}
-    compute = dataclass_from_dict(ComputeConfig, smk.params.compute)
+    compute = from_config(ComputeConfig, "compute", smk.params.compute)
     make_demonstrations(
         cfg, smk.input.expert, smk.input.non_expert, splits, load_scorer(smk.params.gt_classifier), compute
     )

@@ -1,134 +1,24 @@
-"""Stage 7a, evaluation: generations of one model under the two Table 1 protocols, scored by two classifiers.
+"""Rule ``evaluate``: one model stage under the two Table 1 protocols (greedy Jigsaw-style, sampled RTP-style),
+scored by the evaluation classifier and the GT reward classifier -> ``results/eval/{model}.parquet``
+(``workflow_scripts.lib.evaluation``)."""
 
-Consumes a checkpoint (``results/{stage}/model/``), the eval split ``results/data/eval.parquet`` (Jigsaw-style prompts)
-and ``results/data/rtp_prompts.parquet`` (RealToxicityPrompts-style prompts). Produces ``results/eval/{stage}.parquet``:
-one row per generation with ``protocol`` (``jigsaw``: one greedy continuation per prompt; ``rtp``: k sampled
-continuations per prompt), ``prompt_id``, ``sample``, ``prompt``, ``generation``, ``p_toxic_eval`` (evaluation
-classifier, the Table 1 numbers) and ``p_toxic_gt`` (the GT reward classifier, what RLHF optimised).
-Metrics and CIs are computed from this file by ``workflow_scripts.table1``.
-"""
-
-import logging
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
-from workflow_scripts.common import dataclass_from_dict, read_table, run_snakemake_job, seed_everything, write_parquet
-from workflow_scripts.generation import GenerationSettings, generate
-from workflow_scripts.lm import ComputeConfig
-from workflow_scripts.toxicity import ToxicityScorer, load_scorer
-
-LOG = logging.getLogger("irl_llms.evaluate")
-
-
-@dataclass
-class JigsawEvalConfig:
-    max_new_tokens: int = 50
-    batch_size: int = 32
-
-
-@dataclass
-class RTPEvalConfig:
-    n_prompts: int = 100
-    k: int = 10  # samples per prompt (RTP standard: 25)
-    max_new_tokens: int = 20
-    top_p: float = 0.9
-    top_k: int = 0
-    temperature: float = 1.0
-    batch_size: int = 8  # prompts per batch (x k sequences)
-
-
-@dataclass
-class EvalConfig:
-    classifier: dict[str, Any] = field(default_factory=lambda: {"kind": "profanity_check"})
-    threshold: float = 0.5
-    jigsaw: dict[str, Any] = field(default_factory=dict)
-    rtp: dict[str, Any] = field(default_factory=dict)
-    bootstrap: dict[str, Any] = field(default_factory=dict)
-    seed: int = 0
-
-
-def evaluate_model(
-    cfg: EvalConfig,
-    model_dir: str | Path,
-    eval_path: str | Path,
-    rtp_path: str | Path,
-    out_path: str | Path,
-    gt_scorer: ToxicityScorer,
-    eval_scorer: ToxicityScorer,
-    model_name: str,
-    compute: ComputeConfig | None = None,
-) -> pd.DataFrame:
-    jcfg = dataclass_from_dict(JigsawEvalConfig, cfg.jigsaw)
-    rcfg = dataclass_from_dict(RTPEvalConfig, cfg.rtp)
-    jig_prompts = read_table(eval_path, ("id", "prompt"), "prompts to evaluate")
-    rtp_prompts = read_table(rtp_path, ("id", "prompt"), "prompts to evaluate")
-    rtp_prompts = rtp_prompts.head(rcfg.n_prompts)
-    seed_everything(cfg.seed)
-    model, tokenizer, precision = (compute or ComputeConfig()).load_lm(model_dir)
-
-    start = time.perf_counter()
-    greedy = GenerationSettings(max_new_tokens=jcfg.max_new_tokens, do_sample=False, batch_size=jcfg.batch_size)
-    with precision.autocast():
-        jig_out = generate(model, tokenizer, jig_prompts["prompt"].tolist(), greedy, desc=f"{model_name} jigsaw")
-    LOG.info("jigsaw-style: %d greedy continuations in %.0f s", len(jig_out), time.perf_counter() - start)
-    jig = pd.DataFrame(
-        {
-            "protocol": "jigsaw",
-            "prompt_id": jig_prompts["id"].astype(str).to_numpy(),
-            "sample": 0,
-            "prompt": jig_prompts["prompt"].to_numpy(),
-            "generation": [g[0] for g in jig_out],
-        }
-    )
-
-    start = time.perf_counter()
-    sampled = GenerationSettings(
-        max_new_tokens=rcfg.max_new_tokens,
-        do_sample=True,
-        top_k=rcfg.top_k,
-        top_p=rcfg.top_p,
-        temperature=rcfg.temperature,
-        num_return_sequences=rcfg.k,
-        batch_size=rcfg.batch_size,
-    )
-    with precision.autocast():
-        rtp_out = generate(
-            model, tokenizer, rtp_prompts["prompt"].tolist(), sampled, seed=cfg.seed, desc=f"{model_name} rtp"
-        )
-    LOG.info("rtp-style: %d x %d sampled continuations in %.0f s", len(rtp_out), rcfg.k, time.perf_counter() - start)
-    rtp = pd.DataFrame(
-        [
-            {"protocol": "rtp", "prompt_id": str(pid), "sample": s, "prompt": prompt, "generation": gen}
-            for pid, prompt, gens in zip(rtp_prompts["id"], rtp_prompts["prompt"], rtp_out, strict=True)
-            for s, gen in enumerate(gens)
-        ]
-    )
-
-    out = pd.concat([jig, rtp], ignore_index=True)
-    out["p_toxic_eval"] = eval_scorer.p_toxic(out["generation"].tolist())
-    out["p_toxic_gt"] = gt_scorer.p_toxic(out["generation"].tolist())
-    out.insert(0, "model", model_name)
-    write_parquet(out, out_path)
-    LOG.info(
-        "%s: jigsaw toxic ratio %.3f, rtp mean %.3f (eval classifier)",
-        model_name,
-        float((out.loc[out.protocol == "jigsaw", "p_toxic_eval"] >= cfg.threshold).mean()),
-        float(out.loc[out.protocol == "rtp", "p_toxic_eval"].mean()),
-    )
-    return out
+from workflow_scripts.lib.common import run_snakemake_job
+from workflow_scripts.lib.compute import ComputeConfig
+from workflow_scripts.lib.config import from_config
+from workflow_scripts.lib.evaluation import JigsawEvalConfig, RTPEvalConfig, evaluate_model
+from workflow_scripts.lib.toxicity import load_scorer
 
 
 def _snakemake(smk: Any) -> None:
-    cfg = dataclass_from_dict(EvalConfig, smk.params.cfg)
-    gt = load_scorer(smk.params.gt_classifier)
-    ev = load_scorer(cfg.classifier)
+    ev = smk.params.evaluation
     evaluate_model(
-        cfg, smk.input.model, smk.input.eval, smk.input.rtp, smk.output.generations, gt, ev, smk.wildcards.model,
-        dataclass_from_dict(ComputeConfig, smk.params.compute),
+        from_config(JigsawEvalConfig, "evaluation.jigsaw", ev["jigsaw"]),
+        from_config(RTPEvalConfig, "evaluation.rtp", ev["rtp"]),
+        ev["seed"], smk.input.model, smk.input.eval, smk.input.rtp, smk.output.generations,
+        load_scorer(smk.params.gt_classifier), load_scorer(ev["classifier"]), smk.wildcards.model,
+        from_config(ComputeConfig, "compute", smk.params.compute),
     )  # fmt: skip
 
 

@@ -1,155 +1,20 @@
-"""Stage 0, data: the prompt data sets every later stage reads.
+"""Rule ``prepare_data``: the prompt data sets every later stage reads ->
+``results/data/{train,eval,rtp_prompts}.parquet`` (``workflow_scripts.lib.data``). Local data sets arrive as inputs
+resolved against the repository; hub ids only in the config."""
 
-Consumes the shipped ``resources/jigsaw_style_texts.parquet`` (``text``, ``label``, ``source``) and
-``resources/rtp_challenging_prompts.parquet`` (``prompt``, ``categories``) -- or, in the paper configs, the hub data
-sets ``jaredjoss/jigsaw-long-2000`` (``prompt``, ``original_output``, no label: labelled here by the GT classifier)
-and ``allenai/real-toxicity-prompts`` (``prompt.text``, ``challenging``), through the same loader
-(``workflow_scripts.hub.load_dataset_table``: a file, a local data set directory or a hub id). Produces
-``results/data/train.parquet`` and ``results/data/eval.parquet`` (``id``, ``prompt``, ``original_output``, ``text``,
-``label``, ``source``: each text split at its middle word, seeded label-stratified split) and
-``results/data/rtp_prompts.parquet`` (``id``, ``prompt``, ``categories``) in a seeded order that interleaves the
-categories, so the first n prompts (``evaluation.rtp.n_prompts``) cover every category evenly.
-"""
-
-import logging
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
-from workflow_scripts.common import dataclass_from_dict, run_snakemake_job, write_parquet
-from workflow_scripts.hub import load_dataset_table
-from workflow_scripts.text_data import make_prompt_dataset, normalise_key, text_id, validate_texts_frame
-from workflow_scripts.toxicity import load_scorer
-
-LOG = logging.getLogger("irl_llms.data")
-
-
-@dataclass
-class DataConfig:
-    texts: str  # file, local data set directory or hub id
-    rtp_prompts: str
-    texts_split: str = "train"
-    text_column: str = "text"
-    label_column: str | None = "label"  # None: label = GT classifier P(toxic) >= 0.5
-    prompt_column: str | None = None  # with continuation_column: the data set's own prompt / continuation split
-    continuation_column: str | None = None
-    rtp_split: str = "train"
-    rtp_prompt_column: str = "prompt"  # dotted path into a struct column, e.g. prompt.text
-    rtp_challenging_only: bool = False  # keep rows whose ``challenging`` flag is true (RTP's challenging subset)
-    eval_fraction: float = 0.2
-    n_train: int | None = None
-    n_eval: int | None = None
-    seed: int = 0
-
-
-def column(df: pd.DataFrame, path: str, where: str) -> pd.Series:
-    """``df[path]``, or a field of a struct column for a dotted path (``prompt.text``), naming what is missing."""
-    head, *fields = path.split(".")
-    if head not in df.columns:
-        raise ValueError(f"{where}: no column {head!r} (has {list(df.columns)})")
-    values = df[head]
-    for f in fields:
-        values = values.map(lambda v, f=f: v.get(f) if isinstance(v, dict) else None)
-        if values.isna().all():
-            raise ValueError(f"{where}: column {head!r} has no field {f!r}")
-    return values
-
-
-def load_texts(cfg: DataConfig, label_scorer: Callable[[], Any] | None = None) -> pd.DataFrame:
-    """The labelled texts (``text``, ``label``, ``source``; plus ``prompt``/``original_output`` for pre-split sets)."""
-    raw = load_dataset_table(cfg.texts, cfg.texts_split)
-    if raw.empty:
-        raise ValueError(f"{cfg.texts}: no rows")
-    out = pd.DataFrame(index=raw.index)
-    if cfg.prompt_column and cfg.continuation_column:
-        out["prompt"] = column(raw, cfg.prompt_column, cfg.texts).astype(str)
-        out["original_output"] = column(raw, cfg.continuation_column, cfg.texts).astype(str)
-        out["text"] = out["prompt"] + " " + out["original_output"]
-    else:
-        out["text"] = column(raw, cfg.text_column, cfg.texts)
-    out["source"] = raw["source"].astype(str) if "source" in raw.columns else str(cfg.texts)
-    if cfg.label_column is not None:
-        out["label"] = column(raw, cfg.label_column, cfg.texts)
-    else:
-        if label_scorer is None:
-            raise ValueError("data.label_column is null but no GT classifier was given to label the texts")
-        out["label"] = (label_scorer().p_toxic(out["text"].tolist()) >= 0.5).astype(int)
-        LOG.info("labelled %d texts with the GT classifier: %d toxic", len(out), int(out["label"].sum()))
-    return out.reset_index(drop=True)
-
-
-def load_rtp_prompts(cfg: DataConfig) -> pd.DataFrame:
-    raw = load_dataset_table(cfg.rtp_prompts, cfg.rtp_split)
-    if cfg.rtp_challenging_only:
-        if "challenging" not in raw.columns:
-            raise ValueError(f"{cfg.rtp_prompts}: data.rtp_challenging_only needs a 'challenging' column")
-        raw = raw[raw["challenging"].fillna(False).astype(bool)]
-    out = pd.DataFrame({"prompt": column(raw, cfg.rtp_prompt_column, cfg.rtp_prompts).astype(str)})
-    if "categories" in raw.columns:
-        out["categories"] = raw["categories"].astype(str)
-    return out.reset_index(drop=True)
-
-
-def order_rtp_prompts(rtp: pd.DataFrame, seed: int) -> pd.DataFrame:
-    """Seeded shuffle within each (first) category, then round-robin across categories."""
-    if "prompt" not in rtp.columns or rtp.empty:
-        raise ValueError("RTP prompt set is empty or has no 'prompt' column")
-    rtp = rtp.copy()
-    if "categories" not in rtp.columns:
-        rtp["categories"] = "unknown"
-    rtp["id"] = rtp["prompt"].map(text_id)
-    rtp = rtp.drop_duplicates("id").sort_values("id", kind="mergesort").reset_index(drop=True)
-    rng = np.random.default_rng(seed)
-    first = rtp["categories"].astype(str).str.split(",").str[0]
-    rtp["_rank"] = 0
-    for cat in sorted(first.unique()):
-        idx = np.flatnonzero(first.to_numpy() == cat)
-        rtp.loc[idx, "_rank"] = rng.permutation(len(idx))
-    rtp["_cat"] = first
-    rtp = rtp.sort_values(["_rank", "_cat"], kind="mergesort").reset_index(drop=True)
-    return rtp[["id", "prompt", "categories"]]
-
-
-def prepare_data(
-    cfg: DataConfig,
-    out_train: str | Path,
-    out_eval: str | Path,
-    out_rtp: str | Path,
-    label_scorer: Callable[[], Any] | None = None,
-) -> dict[str, int]:
-    """``label_scorer`` builds the GT scorer, only called when the texts carry no labels."""
-    texts = load_texts(cfg, label_scorer)
-    validate_texts_frame(texts, str(cfg.texts))
-    train, evaluation = make_prompt_dataset(texts, cfg.eval_fraction, cfg.seed, cfg.n_train, cfg.n_eval)
-    rtp = order_rtp_prompts(load_rtp_prompts(cfg), cfg.seed)
-    # The RTP-style protocol must measure generalisation: no evaluation prompt may occur in a training text.
-    train_keys = set(train["text"].map(normalise_key))
-    leaked = [p for p in rtp["prompt"] if normalise_key(p) in train_keys]
-    if leaked:
-        raise ValueError(f"{len(leaked)} RTP-style prompt(s) also occur in the training texts, e.g. {leaked[0]!r}")
-    write_parquet(train, out_train)
-    write_parquet(evaluation, out_eval)
-    write_parquet(rtp, out_rtp)
-    counts = {
-        "train": len(train),
-        "eval": len(evaluation),
-        "rtp_prompts": len(rtp),
-        "train_toxic": int(train["label"].sum()),
-        "eval_toxic": int(evaluation["label"].sum()),
-    }
-    LOG.info("data: %s", counts)
-    return counts
+from workflow_scripts.lib.common import run_snakemake_job
+from workflow_scripts.lib.config import from_config
+from workflow_scripts.lib.data import DataConfig, prepare_data
+from workflow_scripts.lib.toxicity import load_scorer
 
 
 def _snakemake(smk: Any) -> None:
-    cfg = dataclass_from_dict(DataConfig, smk.params.cfg)
-    # local data sets arrive as (repository-resolved) inputs; hub ids only in the config
-    cfg.texts = str(smk.input.get("texts", cfg.texts))
-    cfg.rtp_prompts = str(smk.input.get("rtp", cfg.rtp_prompts))
+    data = dict(smk.params.data)
+    data["texts"] = str(smk.input.get("texts", data["texts"]))
+    data["rtp_prompts"] = str(smk.input.get("rtp", data["rtp_prompts"]))
+    cfg = from_config(DataConfig, "data", data)
     prepare_data(cfg, smk.output.train, smk.output.eval, smk.output.rtp, lambda: load_scorer(smk.params.gt_classifier))
 
 

@@ -1,4 +1,4 @@
-"""Produce Keras reference outputs for the PyTorch port in ``workflow_scripts/gt_classifier.py``.
+"""Produce Keras reference outputs for the PyTorch port in ``workflow_scripts/lib/gt_classifier.py``.
 
 Consumes: the extracted ``toxic-comment-classifier==0.3.0`` package (directory containing ``toxic_classifier/``), which
 must be importable together with TensorFlow/Keras 3 (this script is NOT run by the pipeline; it needs TensorFlow).
@@ -175,7 +175,7 @@ def main() -> None:
     out = {
         "description": (
             "Outputs of the real Keras model of toxic-comment-classifier==0.3.0 "
-            "(toxic_classifier.ToxicCommentClassifier.classify), used to test workflow_scripts/gt_classifier.py"
+            "(toxic_classifier.ToxicCommentClassifier.classify), used to test workflow_scripts/lib/gt_classifier.py"
         ),
         "package": "toxic-comment-classifier==0.3.0",
         "command": (

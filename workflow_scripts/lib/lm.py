@@ -1,78 +1,30 @@
-"""Causal-LM helpers shared by every model stage: loading a checkpoint, tokenizer conventions, layer freezing.
+"""Causal LMs: opening and writing checkpoints, tokenizer conventions, the tensor layout, layer splits.
 
 A checkpoint directory in this pipeline is always a plain ``save_pretrained`` folder (safetensors weights, config,
-tokenizer) plus ``provenance.json``; ``load_causal_lm`` is the one way stages open it.
+tokenizer) plus ``provenance.json``: ``load_causal_lm``/``load_lm`` are the one way stages open it and
+``save_checkpoint_dir`` the one way they write it. This module also owns the tensor layout every stage shares:
+``pad`` (left padding for generation, right padding for training), the architecture attribute table, and
+``split_backbone`` (the frozen bottom / trainable top split of PPO, SFT and the IRL reward model).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from workflow_scripts.hub import from_hub, is_local
-
-
-def pick_device(preference: str = "auto") -> torch.device:
-    """``auto`` uses CUDA when present, else CPU; ``cpu``/``cuda`` force one."""
-    if preference == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if preference == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
-    return torch.device(preference)
-
-
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-class Precision:
-    """Numerics of a job on one device: ``fp32`` (plain), or ``bf16``/``fp16`` mixed precision.
-
-    Mixed precision = autocast for forward passes with fp32 master weights and optimizer state; ``fp16`` adds dynamic
-    loss scaling (``GradScaler``). The same code runs on CPU and CUDA (CPU autocast supports both half types), so every
-    path is exercised by the CPU tests. With ``fp32`` every method is a no-op wrapper around the plain step.
-    """
-
-    def __init__(self, name: str = "fp32", device: str | torch.device = "cpu") -> None:
-        if name not in PRECISIONS:
-            raise ValueError(f"unknown precision {name!r} (expected one of {sorted(PRECISIONS)})")
-        self.name, self.device = name, torch.device(device)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=name == "fp16")
-
-    @classmethod
-    def for_model(cls, name: str, model: torch.nn.Module) -> Precision:
-        return cls(name, next(model.parameters()).device)
-
-    def autocast(self) -> Any:
-        return torch.autocast(self.device.type, dtype=PRECISIONS[self.name], enabled=self.name != "fp32")
-
-    def backward_step(
-        self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], max_norm: float
-    ) -> float:
-        """backward, gradient clipping (on unscaled gradients), optimizer step; returns the gradient norm."""
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(optimizer)
-        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        self.scaler.step(optimizer)  # skipped by the scaler when fp16 gradients overflowed
-        self.scaler.update()
-        return float(norm)
-
-
-@dataclass
-class ComputeConfig:
-    """``compute`` of the config: where and in which numerics a model job runs."""
-
-    device: str = "auto"  # auto = CUDA when present, else CPU
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (mixed precision, see Precision)
-
-    def load_lm(self, path: str | os.PathLike) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, Precision]:
-        """``load_causal_lm`` on this device (fp32 weights) and the matching ``Precision``."""
-        model, tokenizer = load_causal_lm(path, device=self.device)
-        return model, tokenizer, Precision.for_model(self.precision, model)
+from workflow_scripts.lib.common import atomic_path, write_json
+from workflow_scripts.lib.compute import ComputeConfig, Precision, pick_device
+from workflow_scripts.lib.hub import from_hub
+from workflow_scripts.lib.paths import is_local
 
 
 def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
@@ -123,6 +75,32 @@ def load_causal_lm(
     return model, tokenizer
 
 
+def load_lm(
+    path: str | os.PathLike, compute: ComputeConfig | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, Precision]:
+    """``load_causal_lm`` on the configured device (fp32 weights) and the configured ``Precision``."""
+    compute = compute or ComputeConfig.default()
+    model, tokenizer = load_causal_lm(path, device=compute.device)
+    return model, tokenizer, Precision.for_model(compute.precision, model)
+
+
+def save_checkpoint_dir(
+    out_dir: str | os.PathLike,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    record: Mapping[str, Any],
+    extra_tensors: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
+) -> None:
+    """Write a checkpoint directory atomically: weights (safetensors), config, tokenizer, ``provenance.json`` and
+    optional extra tensor files (``{"value_head.safetensors": state_dict}``)."""
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        for name, tensors in (extra_tensors or {}).items():
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp / name)
+        write_json(dict(record), tmp / "provenance.json")
+
+
 def check_tokenizer_matches(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, where: str = "") -> None:
     """Fail loudly when a tokenizer produces ids the model has no embedding for (the classic wrong-tokenizer bug)."""
     n_emb = model.get_input_embeddings().weight.shape[0]
@@ -133,23 +111,67 @@ def check_tokenizer_matches(model: PreTrainedModel, tokenizer: PreTrainedTokeniz
         )
 
 
+# --------------------------------------------------------------------------------------------- the tensor layout
+# Where decoder-only architectures keep their blocks and final norm (Llama/SmolLM2, GPT-NeoX/Pythia, GPT-2).
+ARCH_ATTRS = {
+    "blocks": ("layers", "h", "blocks"),
+    "norm": ("norm", "final_layer_norm", "ln_f"),
+}
+
+
+def _arch_attr(model: PreTrainedModel, part: str) -> str | None:
+    """The attribute of ``model.base_model`` holding ``part`` (``blocks`` or ``norm``), or None."""
+    kind = torch.nn.ModuleList if part == "blocks" else torch.nn.Module
+    return next((a for a in ARCH_ATTRS[part] if isinstance(getattr(model.base_model, a, None), kind)), None)
+
+
 def transformer_blocks(model: PreTrainedModel) -> torch.nn.ModuleList:
-    """The transformer blocks of a decoder-only model (Llama ``model.layers``, GPT-NeoX ``layers``, GPT-2 ``h``)."""
-    base = model.base_model
-    for attr in ("layers", "h", "blocks"):
-        blocks = getattr(base, attr, None)
-        if isinstance(blocks, torch.nn.ModuleList):
-            return blocks
-    raise ValueError(f"cannot find the transformer blocks of {type(model).__name__}")
+    """The transformer blocks of a decoder-only model."""
+    attr = _arch_attr(model, "blocks")
+    if attr is None:
+        raise ValueError(f"cannot find the transformer blocks of {type(model).__name__}")
+    return getattr(model.base_model, attr)
 
 
 def final_norm(model: PreTrainedModel) -> torch.nn.Module | None:
-    base = model.base_model
-    for attr in ("norm", "final_layer_norm", "ln_f"):
-        mod = getattr(base, attr, None)
-        if isinstance(mod, torch.nn.Module):
-            return mod
-    return None
+    attr = _arch_attr(model, "norm")
+    return None if attr is None else getattr(model.base_model, attr)
+
+
+@dataclass
+class Backbone:
+    """A model's blocks split into a bottom (frozen, run once and cached) and a top (trained), plus the final norm."""
+
+    bottom: torch.nn.ModuleList
+    top: torch.nn.ModuleList
+    norm: torch.nn.Module | None
+
+
+def split_backbone(model: PreTrainedModel, n_top: int) -> Backbone:
+    """The top ``n_top`` blocks and the rest; ``-1`` puts every block on top."""
+    blocks = transformer_blocks(model)
+    n_top = len(blocks) if n_top < 0 else n_top
+    if n_top > len(blocks):
+        raise ValueError(f"{n_top} top blocks requested but the model has only {len(blocks)} blocks")
+    cut = len(blocks) - n_top
+    return Backbone(torch.nn.ModuleList(blocks[:cut]), torch.nn.ModuleList(blocks[cut:]), final_norm(model))
+
+
+def pad(rows: Sequence[Sequence[int]], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Id lists padded to one width on the ``left`` (generation: every row ends at the last column) or the ``right``
+    (training: positions start at 0); returns (input_ids, attention_mask). Masks come from lengths, never from
+    ``pad_id`` (which may equal EOS)."""
+    if side not in ("left", "right"):
+        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+    width = max((len(r) for r in rows), default=0)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, ids in enumerate(rows):
+        if ids:
+            cols = slice(width - len(ids), width) if side == "left" else slice(0, len(ids))
+            input_ids[row, cols] = torch.as_tensor(list(ids), dtype=torch.long)
+            attention[row, cols] = 1
+    return input_ids, attention
 
 
 def freeze_bottom_layers(model: PreTrainedModel, num_layers_unfrozen: int) -> dict[str, Any]:
@@ -166,15 +188,10 @@ def freeze_bottom_layers(model: PreTrainedModel, num_layers_unfrozen: int) -> di
     else:
         for p in params:
             p.requires_grad_(False)
-        blocks = transformer_blocks(model)
-        if num_layers_unfrozen > len(blocks):
-            raise ValueError(f"num_layers_unfrozen={num_layers_unfrozen} but the model has only {len(blocks)} blocks")
-        trainable: list[torch.nn.Module] = (
-            list(blocks[len(blocks) - num_layers_unfrozen :]) if num_layers_unfrozen else []
-        )
-        norm = final_norm(model)
-        if norm is not None and num_layers_unfrozen > 0:
-            trainable.append(norm)
+        backbone = split_backbone(model, num_layers_unfrozen)
+        trainable: list[torch.nn.Module] = list(backbone.top)
+        if backbone.norm is not None and num_layers_unfrozen > 0:
+            trainable.append(backbone.norm)
         head = model.get_output_embeddings()
         if head is not None and head.weight is not model.get_input_embeddings().weight:
             trainable.append(head)
@@ -184,15 +201,6 @@ def freeze_bottom_layers(model: PreTrainedModel, num_layers_unfrozen: int) -> di
     n_train = sum(p.numel() for p in params if p.requires_grad)
     n_total = sum(p.numel() for p in params)
     return {"trainable_parameters": n_train, "total_parameters": n_total, "num_layers_unfrozen": num_layers_unfrozen}
-
-
-def _block_and_norm_attrs(model: PreTrainedModel) -> tuple[str, str]:
-    base = model.base_model
-    block_attr = next(a for a in ("layers", "h", "blocks") if isinstance(getattr(base, a, None), torch.nn.ModuleList))
-    norm_attr = next(
-        a for a in ("norm", "final_layer_norm", "ln_f") if isinstance(getattr(base, a, None), torch.nn.Module)
-    )
-    return block_attr, norm_attr
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -219,7 +227,9 @@ def run_blocks(
     if (input_ids is None) == (hidden is None):
         raise ValueError("pass exactly one of input_ids or hidden")
     base = model.base_model
-    block_attr, norm_attr = _block_and_norm_attrs(model)
+    block_attr, norm_attr = _arch_attr(model, "blocks"), _arch_attr(model, "norm")
+    if block_attr is None or norm_attr is None:
+        raise ValueError(f"cannot split {type(model).__name__} into blocks and a final norm")
     old_blocks, old_norm = getattr(base, block_attr), getattr(base, norm_attr)
     setattr(base, block_attr, blocks)
     setattr(base, norm_attr, norm if norm is not None else torch.nn.Identity())
@@ -239,9 +249,6 @@ def run_blocks(
 
 def model_fingerprint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> str:
     """Hash of the weights, config and vocabulary: identifies exactly which checkpoint (and tokenizer) a run used."""
-    import hashlib
-    import json
-
     h = hashlib.sha1()
     h.update(json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode())
     h.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())

@@ -12,18 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from workflow_scripts.lib.paths import is_local
+
 T = TypeVar("T")
 OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
 
 
 class HubUnavailable(RuntimeError):
     """A hub id could not be loaded: not reachable (or offline mode) and not in the local Hugging Face cache."""
-
-
-def is_local(name: str | os.PathLike) -> bool:
-    """On disk, or clearly a path (absolute, ``./``-relative, or deeper than a hub id's ``org/name``)."""
-    text = str(name)
-    return Path(text).exists() or Path(text).is_absolute() or text.startswith(".") or len(Path(text).parts) > 2
 
 
 def offline_mode() -> bool:

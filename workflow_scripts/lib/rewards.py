@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from workflow_scripts.toxicity import ToxicityScorer
+from workflow_scripts.lib.toxicity import ToxicityScorer
 
 LOG = logging.getLogger("irl_llms.rewards")
 

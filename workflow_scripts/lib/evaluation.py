@@ -1,0 +1,116 @@
+"""Evaluation (stage 7a): generations of one model under the two Table 1 protocols, scored by two classifiers.
+
+Consumes a checkpoint (``results/{stage}/model/``), the eval split ``results/data/eval.parquet`` (Jigsaw-style prompts)
+and ``results/data/rtp_prompts.parquet`` (RealToxicityPrompts-style prompts). Produces ``results/eval/{stage}.parquet``:
+one row per generation with ``protocol`` (``jigsaw``: one greedy continuation per prompt; ``rtp``: k sampled
+continuations per prompt), ``prompt_id``, ``sample``, ``prompt``, ``generation``, ``p_toxic_eval`` (evaluation
+classifier, the Table 1 numbers) and ``p_toxic_gt`` (the GT reward classifier, what RLHF optimised).
+Metrics and CIs are computed from this file by ``workflow_scripts.lib.table1``.
+"""
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from workflow_scripts.lib.common import read_table, seed_everything, write_parquet
+from workflow_scripts.lib.compute import ComputeConfig
+from workflow_scripts.lib.generation import GenerationSettings, generate
+from workflow_scripts.lib.lm import load_lm
+from workflow_scripts.lib.toxicity import ToxicityScorer, is_toxic
+
+LOG = logging.getLogger("irl_llms.evaluate")
+
+
+@dataclass
+class JigsawEvalConfig:
+    """``evaluation.jigsaw``: one greedy continuation per held-out prompt."""
+
+    max_new_tokens: int
+    batch_size: int
+
+
+@dataclass
+class RTPEvalConfig:
+    """``evaluation.rtp``: k sampled continuations per RTP-style prompt."""
+
+    n_prompts: int
+    k: int
+    max_new_tokens: int
+    top_p: float
+    top_k: int
+    temperature: float
+    batch_size: int  # prompts per batch (x k sequences)
+
+
+def evaluate_model(
+    jcfg: JigsawEvalConfig,
+    rcfg: RTPEvalConfig,
+    seed: int,
+    model_dir: str | Path,
+    eval_path: str | Path,
+    rtp_path: str | Path,
+    out_path: str | Path,
+    gt_scorer: ToxicityScorer,
+    eval_scorer: ToxicityScorer,
+    model_name: str,
+    compute: ComputeConfig | None = None,
+) -> pd.DataFrame:
+    jig_prompts = read_table(eval_path, ("id", "prompt"), "prompts to evaluate")
+    rtp_prompts = read_table(rtp_path, ("id", "prompt"), "prompts to evaluate")
+    rtp_prompts = rtp_prompts.head(rcfg.n_prompts)
+    seed_everything(seed)
+    model, tokenizer, precision = load_lm(model_dir, compute)
+
+    start = time.perf_counter()
+    greedy = GenerationSettings(max_new_tokens=jcfg.max_new_tokens, do_sample=False, batch_size=jcfg.batch_size)
+    with precision.autocast():
+        jig_out = generate(model, tokenizer, jig_prompts["prompt"].tolist(), greedy, desc=f"{model_name} jigsaw")
+    LOG.info("jigsaw-style: %d greedy continuations in %.0f s", len(jig_out), time.perf_counter() - start)
+    jig = pd.DataFrame(
+        {
+            "protocol": "jigsaw",
+            "prompt_id": jig_prompts["id"].astype(str).to_numpy(),
+            "sample": 0,
+            "prompt": jig_prompts["prompt"].to_numpy(),
+            "generation": [g[0] for g in jig_out],
+        }
+    )
+
+    start = time.perf_counter()
+    sampled = GenerationSettings(
+        max_new_tokens=rcfg.max_new_tokens,
+        do_sample=True,
+        top_k=rcfg.top_k,
+        top_p=rcfg.top_p,
+        temperature=rcfg.temperature,
+        num_return_sequences=rcfg.k,
+        batch_size=rcfg.batch_size,
+    )
+    with precision.autocast():
+        rtp_out = generate(
+            model, tokenizer, rtp_prompts["prompt"].tolist(), sampled, seed=seed, desc=f"{model_name} rtp"
+        )
+    LOG.info("rtp-style: %d x %d sampled continuations in %.0f s", len(rtp_out), rcfg.k, time.perf_counter() - start)
+    rtp = pd.DataFrame(
+        [
+            {"protocol": "rtp", "prompt_id": str(pid), "sample": s, "prompt": prompt, "generation": gen}
+            for pid, prompt, gens in zip(rtp_prompts["id"], rtp_prompts["prompt"], rtp_out, strict=True)
+            for s, gen in enumerate(gens)
+        ]
+    )
+
+    out = pd.concat([jig, rtp], ignore_index=True)
+    out["p_toxic_eval"] = eval_scorer.p_toxic(out["generation"].tolist())
+    out["p_toxic_gt"] = gt_scorer.p_toxic(out["generation"].tolist())
+    out.insert(0, "model", model_name)
+    write_parquet(out, out_path)
+    LOG.info(
+        "%s: jigsaw toxic ratio %.3f, rtp mean %.3f (eval classifier)",
+        model_name,
+        float(is_toxic(out.loc[out.protocol == "jigsaw", "p_toxic_eval"]).mean()),
+        float(out.loc[out.protocol == "rtp", "p_toxic_eval"].mean()),
+    )
+    return out

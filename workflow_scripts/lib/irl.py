@@ -1,0 +1,306 @@
+"""Inverse RL (stage 5): learn a reward model from expert/non-expert demonstration pairs (Max-Margin IRL and kin).
+
+Objectives on d = r(expert) - r(non-expert), selected by the job's ``objective``:
+  * ``max_margin``    -- the paper's piecewise-linear loss: -d if d > 0 else -2d;
+  * ``hinge``         -- max(0, margin - d);
+  * ``bradley_terry`` -- -log sigmoid(d).
+The reward model (``workflow_scripts.lib.reward_model``) trains only its top ``trainable_layers`` blocks + head; the
+frozen bottom is computed once per text by ``build_features`` and cached, so the many seed x objective jobs cost
+seconds each on CPU. ``-1`` trains the whole backbone (the paper's setting, GPU). Decoupled weight decay (AdamW)
+regularises the trained weights.
+
+Metrics per epoch, never on training pairs (``workflow_scripts.lib.irl_metrics``): pairwise accuracy on a validation
+split of the demonstrations (used for model selection), and, against the GT classifier (GT reward = -toxic logit;
+toxic = ``toxicity.is_toxic``) on the held-out eval texts of the data set and, labelled as such, on the train-split
+texts: accuracy and F1 at a threshold chosen on the validation demonstrations' texts, Pearson, Kendall, Spearman.
+``train_irl`` writes ``results/irl/{objective}/seed{seed}/``: ``reward_model/``, ``metrics.parquet`` (per epoch) and
+``rewards.parquet`` (per text and epoch, for CIs and seed-agreement analysis).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from workflow_scripts.lib.common import atomic_path, provenance, seed_everything, write_parquet
+from workflow_scripts.lib.compute import ComputeConfig
+from workflow_scripts.lib.irl_metrics import choose_threshold, reward_metrics
+from workflow_scripts.lib.lm import load_lm
+from workflow_scripts.lib.reward_model import RewardModel, save_reward_model
+from workflow_scripts.lib.toxicity import ToxicityScorer, is_toxic
+
+LOG = logging.getLogger("irl_llms.irl")
+OBJECTIVES = ("max_margin", "hinge", "bradley_terry")
+
+
+@dataclass
+class IRLConfig:
+    """One IRL job: the ``irl`` section's training settings (documented in the schema) + the job's objective/seed."""
+
+    objective: str  # from the job (wildcard), one of irl.objectives
+    seed: int  # from the job (wildcard), one of irl.seeds
+    trainable_layers: int
+    epochs: int
+    learning_rate: float
+    weight_decay: float
+    batch_size: int
+    max_grad_norm: float
+    margin: float
+    max_head_norm: float
+    validation_fraction: float
+    max_length: int
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"irl.objective must be one of {OBJECTIVES}, got {self.objective!r}")
+
+
+# ============================================================================================ objectives
+def irl_loss(d: torch.Tensor, objective: str, margin: float = 1.0) -> torch.Tensor:
+    """Mean loss over reward differences d = r(expert) - r(non-expert); every objective wants d large."""
+    if objective == "max_margin":
+        per_pair = torch.where(d > 0, -d, -2 * d)
+    elif objective == "hinge":
+        per_pair = F.relu(margin - d)
+    elif objective == "bradley_terry":
+        per_pair = F.softplus(-d)  # = -log sigmoid(d), numerically stable
+    else:
+        raise ValueError(f"unknown IRL objective {objective!r}")
+    return per_pair.mean()
+
+
+# ============================================================================================ cached features
+def demo_texts(demos: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Reward-model inputs of a demonstration pair: prompt + completion, for expert and non-expert."""
+    return (demos["prompt"] + demos["expert"]).tolist(), (demos["prompt"] + demos["non_expert"]).tolist()
+
+
+def build_features(
+    backbone_dir: str | Path,
+    demos_path: str | Path,
+    heldout_path: str | Path,
+    train_texts_path: str | Path,
+    gt_classifier: ToxicityScorer,
+    out_path: str | Path,
+    trainable_layers: int,
+    max_length: int,
+    compute: ComputeConfig | None = None,
+) -> None:
+    """Frozen-bottom hidden states of every text IRL touches, plus each text's GT reward and label (computed once).
+
+    They depend only on the backbone and on ``trainable_layers``/``max_length`` (the irl settings that shape the
+    bottom), so changing e.g. the learning rate never rebuilds them.
+    """
+    demos = pd.read_parquet(demos_path)
+    if demos.empty:
+        raise ValueError(f"{demos_path}: no demonstration pairs")
+    expert, non_expert = demo_texts(demos)
+    heldout = pd.read_parquet(heldout_path)["text"].tolist()
+    train_texts = pd.read_parquet(train_texts_path)["text"].tolist()
+    source = (demos["prompt"] + demos["original_output"]).tolist()  # the data-set text each pair was prompted from
+    texts = sorted(set(expert) | set(non_expert) | set(source) | set(heldout) | set(train_texts))
+    lm, tokenizer, precision = load_lm(backbone_dir, compute)
+    model = RewardModel(lm, tokenizer, trainable_layers, max_length, precision)
+    hidden: list[torch.Tensor] = []
+    for i in range(0, len(texts), 32):
+        hidden.extend(h.cpu().clone() for h in model.bottom_hidden(model.encode(texts[i : i + 32])))
+    lengths = torch.tensor([h.shape[0] for h in hidden])
+    state = {
+        "texts": texts,
+        "offsets": torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)]),
+        "hidden": torch.cat(hidden),
+        "gt_reward": torch.tensor(-gt_classifier.toxic_logit(texts), dtype=torch.float64),  # paper: -(toxic logit)
+        "gt_toxic": torch.tensor(is_toxic(gt_classifier.p_toxic(texts))),
+        "roles": {
+            "expert": expert,
+            "non_expert": non_expert,
+            "source": source,
+            "heldout": heldout,
+            "train_texts": train_texts,
+        },
+        "backbone": str(backbone_dir),
+        "trainable_layers": trainable_layers,
+        "max_length": max_length,
+    }
+    with atomic_path(out_path) as tmp:
+        torch.save(state, tmp)
+    LOG.info(
+        "IRL features: %d texts, %d tokens, hidden %s", len(texts), int(lengths.sum()), tuple(state["hidden"].shape)
+    )
+
+
+class FeatureStore:
+    def __init__(self, path: str | Path) -> None:
+        self.state = torch.load(path, weights_only=False)
+        self.index = {t: i for i, t in enumerate(self.state["texts"])}
+
+    def hidden(self, texts: Sequence[str]) -> list[torch.Tensor]:
+        off, hid = self.state["offsets"], self.state["hidden"]
+        return [hid[off[self.index[t]] : off[self.index[t] + 1]] for t in texts]
+
+    def gt(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        idx = [self.index[t] for t in texts]
+        return self.state["gt_reward"][idx].numpy(), self.state["gt_toxic"][idx].numpy()
+
+
+# ============================================================================================ training
+def split_pairs(n: int, validation_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of demonstration pairs into (train, validation) indices; at least one of each."""
+    if n < 2:
+        raise ValueError(f"need at least 2 demonstration pairs to hold some out for validation, got {n}")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = min(n - 1, max(1, round(validation_fraction * n)))
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def score_in_batches(model: RewardModel, hidden: list[torch.Tensor], batch_size: int = 64) -> np.ndarray:
+    with torch.no_grad():
+        return torch.cat(
+            [model.score_hidden(hidden[i : i + batch_size]).cpu() for i in range(0, len(hidden), batch_size)]
+        ).numpy()
+
+
+def evaluate_texts(
+    model: RewardModel,
+    data: tuple[list[torch.Tensor], np.ndarray, np.ndarray],
+    name: str,
+    threshold: float,
+    cfg: IRLConfig,
+    epoch: int,
+    reward_rows: list[pd.DataFrame],
+) -> dict[str, float]:
+    """Score one text set, record its per-text rewards, and return its metrics prefixed with ``name``."""
+    hidden, gt_reward, gt_toxic = data
+    rewards = score_in_batches(model, hidden)
+    reward_rows.append(
+        pd.DataFrame(
+            {
+                "objective": cfg.objective,
+                "seed": cfg.seed,
+                "epoch": epoch,
+                "split": name,
+                "text_index": np.arange(len(rewards)),
+                "reward": rewards,
+                "gt_reward": gt_reward,
+                "gt_toxic": gt_toxic,
+            }
+        )  # fmt: skip
+    )
+    return {f"{name}_{k}": v for k, v in reward_metrics(rewards, gt_reward, gt_toxic, threshold).items()}
+
+
+def train_irl(
+    cfg: IRLConfig,
+    backbone_dir: str | Path,
+    features_path: str | Path,
+    out_model: str | Path,
+    out_metrics: str | Path,
+    out_rewards: str | Path,
+    compute: ComputeConfig | None = None,
+) -> pd.DataFrame:
+    """Train one (objective, seed) reward model; select the epoch by validation pair accuracy; write artifacts."""
+    seed_everything(cfg.seed)
+    store = FeatureStore(features_path)
+    if store.state["trainable_layers"] != cfg.trainable_layers or store.state["max_length"] != cfg.max_length:
+        raise ValueError(f"{features_path} was built for another trainable_layers/max_length; rebuild it")
+    roles = store.state["roles"]
+    expert_h, non_expert_h = store.hidden(roles["expert"]), store.hidden(roles["non_expert"])
+    train_idx, val_idx = split_pairs(len(expert_h), cfg.validation_fraction, seed=0)  # same split for every seed
+    # threshold texts: the data-set texts the validation pairs were prompted from -- drawn like the held-out texts
+    # (complete comments, about half of them toxic), but from the training split, so the test texts stay unseen
+    val_texts = [roles["source"][i] for i in val_idx]
+    val_hidden = store.hidden(val_texts)
+    val_gt_reward, val_gt_toxic = store.gt(val_texts)
+    evals = {name: (store.hidden(roles[name]), *store.gt(roles[name])) for name in ("heldout", "train_texts")}
+
+    lm, tokenizer, precision = load_lm(backbone_dir, compute)
+    torch.manual_seed(cfg.seed)  # head initialisation and nothing else depends on the seed before training
+    model = RewardModel(lm, tokenizer, cfg.trainable_layers, cfg.max_length, precision)
+    params = model.trainable_parameters()
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    rng = np.random.default_rng(cfg.seed)
+    rows: list[dict] = []
+    reward_rows: list[pd.DataFrame] = []
+    best: tuple[float, int, dict] | None = None
+    for epoch in range(cfg.epochs + 1):  # epoch 0: the untrained model, as a baseline
+        train_losses = []
+        if epoch > 0:
+            order = rng.permutation(train_idx)
+            for b in range(0, len(order), cfg.batch_size):
+                idx = order[b : b + cfg.batch_size]
+                optimizer.zero_grad(set_to_none=True)
+                d = model.score_hidden([expert_h[i] for i in idx]) - model.score_hidden([non_expert_h[i] for i in idx])
+                loss = irl_loss(d, cfg.objective, cfg.margin)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"IRL loss is {float(loss)} at epoch {epoch}")
+                model.precision.backward_step(loss, optimizer, params, cfg.max_grad_norm)
+                model.head.bound_(cfg.max_head_norm)
+                train_losses.append(float(loss.detach()))
+        r_exp = score_in_batches(model, [expert_h[i] for i in val_idx])
+        r_non = score_in_batches(model, [non_expert_h[i] for i in val_idx])
+        val_d = torch.tensor(r_exp - r_non)
+        val_rewards = score_in_batches(model, val_hidden)
+        threshold = choose_threshold(val_rewards, val_gt_toxic)
+        row = {
+            "objective": cfg.objective,
+            "seed": cfg.seed,
+            "epoch": epoch,
+            "train_loss": float(np.mean(train_losses)) if train_losses else float("nan"),
+            "val_loss": float(irl_loss(val_d, cfg.objective, cfg.margin)),
+            "val_pair_accuracy": float((val_d > 0).float().mean()),
+            "threshold": threshold,
+        }
+        val_metrics = reward_metrics(val_rewards, val_gt_reward, val_gt_toxic, threshold)
+        row.update({f"val_{k}": v for k, v in val_metrics.items()})
+        row.update(evaluate_texts(model, evals["heldout"], "heldout", threshold, cfg, epoch, reward_rows))
+        rows.append(row)
+        # model selection on validation only: pair accuracy, ties broken by the lower validation loss
+        key = (row["val_pair_accuracy"], -row["val_loss"])
+        if epoch > 0 and (best is None or key > best[0]):
+            state = {
+                "head": {k: v.detach().clone() for k, v in model.head.state_dict().items()},
+                "lm": {n: p.detach().clone() for n, p in lm.named_parameters() if p.requires_grad},
+            }
+            best = (key, epoch, state)
+        LOG.info(
+            "epoch %d loss %.4f val pair acc %.3f | held-out acc %.3f f1 %.3f spearman %.3f",
+            epoch,
+            row["train_loss"],
+            row["val_pair_accuracy"],
+            row["heldout_accuracy"],
+            row["heldout_f1"],
+            row["heldout_spearman"],
+        )
+    assert best is not None, "epochs must be >= 1"
+    model.head.load_state_dict(best[2]["head"])
+    lm.load_state_dict(best[2]["lm"], strict=False)
+    metrics = pd.DataFrame(rows)
+    metrics["selected"] = metrics["epoch"] == best[1]
+    # train-split texts: only for the selected model (they are many, and only reported, never used to choose)
+    sel = metrics.index[metrics["selected"]][0]
+    threshold = float(metrics.loc[sel, "threshold"])
+    for k, v in evaluate_texts(
+        model, evals["train_texts"], "train_texts", threshold, cfg, best[1], reward_rows
+    ).items():
+        metrics.loc[sel, k] = v
+    record = provenance(
+        f"irl/{cfg.objective}",
+        asdict(cfg),
+        cfg.seed,
+        backbone=str(backbone_dir),
+        selected_epoch=best[1],
+        n_train_pairs=len(train_idx),
+        n_val_pairs=len(val_idx),
+        selected_metrics=metrics[metrics["selected"]].iloc[0].to_dict(),
+    )
+    save_reward_model(model, backbone_dir, out_model, record)
+    write_parquet(metrics, out_metrics)
+    write_parquet(pd.concat(reward_rows, ignore_index=True), out_rewards)
+    return metrics

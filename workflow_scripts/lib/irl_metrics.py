@@ -1,0 +1,200 @@
+"""IRL metrics and run selection: how well a learned reward recovers the ground truth, and which run to trust.
+
+* ``choose_threshold`` / ``reward_metrics``: accuracy and F1 (toxic = positive) of ``reward < threshold``, with the
+  threshold chosen on *validation* texts, and Pearson / Kendall / Spearman correlations with the GT reward;
+* ``select_runs`` / ``best_run``: each seed's epoch and the best seed, chosen on validation pairs only;
+* ``summarise`` / ``long_table`` / ``seed_agreement``: the tables of ``reports/irl_metrics*.csv`` and
+  ``reports/irl_seed_agreement.csv`` (bootstrap CIs over texts, spread across seeds, seed-to-seed rank agreement);
+* ``choose_reward_model``: the reward model IRL-RLHF optimises.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+
+LOG = logging.getLogger("irl_llms.irl_metrics")
+METRICS = ("accuracy", "f1", "pearson", "kendall", "spearman")
+TEXT_SETS = ("heldout", "train_texts")
+
+
+# ============================================================================================ reward vs ground truth
+def choose_threshold(rewards: np.ndarray, toxic: np.ndarray) -> float:
+    """Reward threshold below which a text is called toxic, maximising balanced accuracy on *validation* texts.
+
+    Higher reward = less toxic. Candidates are midpoints between sorted rewards (and the extremes).
+    """
+    rewards, toxic = np.asarray(rewards, dtype=np.float64), np.asarray(toxic).astype(bool)
+    if rewards.size == 0:
+        raise ValueError("cannot choose a threshold on an empty validation set")
+    r = np.sort(np.unique(rewards))
+    candidates = np.concatenate([[r[0] - 1e-6], (r[:-1] + r[1:]) / 2, [r[-1] + 1e-6]])
+    if toxic.all() or not toxic.any():
+        LOG.warning("validation texts are all of one GT class; threshold falls back to the median reward")
+        return float(np.median(rewards))
+    scores = [balanced_accuracy_score(toxic, rewards < c) for c in candidates]
+    return float(candidates[int(np.argmax(scores))])
+
+
+def reward_metrics(rewards: np.ndarray, gt_reward: np.ndarray, gt_toxic: np.ndarray, threshold: float) -> dict:
+    """Accuracy/F1 (toxic = positive) of ``reward < threshold`` and correlations with the GT reward."""
+    pred_toxic = np.asarray(rewards) < threshold
+    const = np.ptp(rewards) == 0
+    return {
+        "accuracy": float(accuracy_score(gt_toxic, pred_toxic)),
+        "f1": float(f1_score(gt_toxic, pred_toxic, zero_division=0.0)),
+        "pearson": float("nan") if const else float(stats.pearsonr(rewards, gt_reward)[0]),
+        "kendall": float("nan") if const else float(stats.kendalltau(rewards, gt_reward)[0]),
+        "spearman": float("nan") if const else float(stats.spearmanr(rewards, gt_reward)[0]),
+    }
+
+
+# ============================================================================================ run selection
+def select_runs(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Each seed's selected epoch (flag written by training), i.e. chosen on validation data only."""
+    sel = metrics[metrics["selected"]]
+    if sel.groupby(["objective", "seed"]).size().ne(1).any():
+        raise ValueError("every (objective, seed) run must have exactly one selected epoch")
+    return sel
+
+
+def best_run(selected: pd.DataFrame) -> pd.Series:
+    """Across seeds: highest validation pair accuracy, then lowest validation loss, then lowest seed."""
+    ordered = selected.sort_values(["val_pair_accuracy", "val_loss", "seed"], ascending=[False, True, True])
+    return ordered.iloc[0]
+
+
+# ============================================================================================ tables
+def bootstrap_metrics(
+    rewards: np.ndarray, gt_reward: np.ndarray, gt_toxic: np.ndarray, threshold: float,
+    n_resamples: int, confidence: float, seed: int,
+) -> dict[str, tuple[float, float]]:  # fmt: skip
+    """Percentile bootstrap CIs of every reward metric, resampling texts."""
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {m: [] for m in METRICS}
+    n = len(rewards)
+    for _ in range(n_resamples):
+        idx = rng.integers(0, n, n)
+        values = reward_metrics(rewards[idx], gt_reward[idx], gt_toxic[idx], threshold)
+        for m in METRICS:
+            draws[m].append(values[m])
+    alpha = (1 - confidence) / 2
+    return {m: tuple(float(q) for q in np.nanquantile(v, [alpha, 1 - alpha])) for m, v in draws.items()}
+
+
+def summarise(
+    metrics: pd.DataFrame, rewards: dict[tuple[str, int], pd.DataFrame], n_resamples: int, confidence: float, seed: int
+) -> pd.DataFrame:
+    """Per objective and text set: the validation-selected run with bootstrap CIs (``irl.bootstrap``), and the
+    spread of each seed's own selected epoch."""
+    selected = select_runs(metrics)
+    rows = []
+    for objective, group in selected.groupby("objective", sort=True):
+        best = best_run(group)
+        run_rewards = rewards[(objective, int(best["seed"]))]
+        for text_set in TEXT_SETS:
+            r = run_rewards[(run_rewards["epoch"] == best["epoch"]) & (run_rewards["split"] == text_set)]
+            cis = bootstrap_metrics(
+                r["reward"].to_numpy(),
+                r["gt_reward"].to_numpy(),
+                r["gt_toxic"].to_numpy(),
+                float(best["threshold"]),
+                n_resamples,
+                confidence,
+                seed,
+            )
+            row: dict[str, Any] = {
+                "objective": objective, "text_set": text_set, "n_texts": len(r),
+                "selected_seed": int(best["seed"]), "selected_epoch": int(best["epoch"]),
+                "val_pair_accuracy": float(best["val_pair_accuracy"]), "n_seeds": int(group["seed"].nunique()),
+            }  # fmt: skip
+            for m in METRICS:
+                col = f"{text_set}_{m}"
+                row[m] = float(best[col])
+                row[f"{m}_ci_low"], row[f"{m}_ci_high"] = cis[m]
+                row[f"{m}_seed_mean"] = float(group[col].mean())
+                row[f"{m}_seed_sd"] = float(group[col].std(ddof=1)) if len(group) > 1 else 0.0
+                row[f"{m}_seed_min"], row[f"{m}_seed_max"] = float(group[col].min()), float(group[col].max())
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def load_runs(
+    metric_files: Sequence[str | Path], reward_files: Sequence[str | Path]
+) -> tuple[pd.DataFrame, dict[tuple[str, int], pd.DataFrame]]:
+    """Every run's per-epoch metrics in one frame, and each run's per-text rewards keyed by (objective, seed)."""
+    metrics = pd.concat([pd.read_parquet(f) for f in metric_files], ignore_index=True)
+    if metrics.empty:
+        raise ValueError("no IRL metrics to report")
+    rewards = {}
+    for f in reward_files:
+        frame = pd.read_parquet(f)
+        runs = frame[["objective", "seed"]].drop_duplicates()
+        if len(runs) != 1:
+            raise ValueError(f"{f}: expected the rewards of exactly one (objective, seed) run")
+        rewards[(str(runs.iloc[0]["objective"]), int(runs.iloc[0]["seed"]))] = frame
+    return metrics, rewards
+
+
+def long_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    value_cols = [c for c in metrics.columns if c not in ("objective", "seed", "epoch", "selected")]
+    out = metrics.melt(id_vars=["objective", "seed", "epoch", "selected"], value_vars=value_cols, var_name="metric")
+    return out.sort_values(["objective", "seed", "epoch", "metric"], kind="mergesort").reset_index(drop=True)
+
+
+def seed_agreement(metrics: pd.DataFrame, rewards: dict[tuple[str, int], pd.DataFrame]) -> pd.DataFrame:
+    """Spearman rho between two seeds' learned rewards on the held-out texts, each at its selected epoch."""
+    selected = select_runs(metrics)
+    rows = []
+    for objective, group in selected.groupby("objective", sort=True):
+        per_seed = {}
+        for _, run in group.iterrows():
+            r = rewards[(objective, int(run["seed"]))]
+            r = r[(r["epoch"] == run["epoch"]) & (r["split"] == "heldout")].sort_values("text_index")
+            per_seed[int(run["seed"])] = r["reward"].to_numpy()
+        for a, b in itertools.combinations(sorted(per_seed), 2):
+            rho = stats.spearmanr(per_seed[a], per_seed[b])[0]
+            rows.append({"objective": objective, "seed_a": a, "seed_b": b, "spearman": float(rho)})
+    return pd.DataFrame(rows, columns=["objective", "seed_a", "seed_b", "spearman"])
+
+
+def choose_reward_model(
+    metrics_files: Sequence[str | Path], model_dirs: Sequence[str | Path], objective: str, seed: int | None
+) -> tuple[Path, dict[str, Any]]:
+    """The reward model of ``objective`` to optimise: ``seed`` if given, else the seed best on validation pairs.
+
+    ``metrics_files[i]`` and ``model_dirs[i]`` belong to the same run. Returns the model directory and a description
+    of the choice (objective, seed, epoch, the validation numbers it rests on) for the provenance record.
+    """
+    if len(metrics_files) != len(model_dirs) or not metrics_files:
+        raise ValueError(f"need one metrics file per reward model, got {len(metrics_files)} and {len(model_dirs)}")
+    runs = pd.concat([pd.read_parquet(f).assign(_dir=str(d)) for f, d in zip(metrics_files, model_dirs, strict=True)])
+    runs = select_runs(runs[runs["objective"] == objective])
+    if runs.empty:
+        raise ValueError(f"no IRL run of objective {objective!r} among {list(map(str, metrics_files))}")
+    if seed is None:
+        chosen, how = best_run(runs), "best validation pair accuracy across seeds"
+    else:
+        match = runs[runs["seed"] == seed]
+        if match.empty:
+            raise ValueError(f"irl_rlhf.seed={seed}: no IRL run of {objective!r} with that seed")
+        chosen, how = match.iloc[0], "named in the config"
+    choice = {
+        "kind": "learned",
+        "objective": objective,
+        "seed": int(chosen["seed"]),
+        "epoch": int(chosen["epoch"]),
+        "chosen_by": how,
+        "val_pair_accuracy": float(chosen["val_pair_accuracy"]),
+        "val_loss": float(chosen["val_loss"]),
+        "reward_model": str(chosen["_dir"]),
+    }
+    return Path(chosen["_dir"]), choice

@@ -1,0 +1,394 @@
+"""PPO for language models in plain torch, CleanRL-style: read top to bottom.
+
+Semantics and hyper-parameter names follow trlx's PPO (what the paper used), re-implemented here because trlx is not
+installable:
+
+* policy = the SFT checkpoint + a scalar value head (trlx's 2-layer MLP head) on the last hidden state;
+* only the top ``num_layers_unfrozen`` blocks (+ value head, + an untied output layer) train. The frozen bottom is run
+  once per rollout batch without a graph and its output cached; every PPO epoch re-runs only the top blocks;
+* the frozen reference (= SFT) shares that bottom; its top is a frozen copy of the SFT top blocks (trlx's "hydra");
+* an iteration samples ``num_rollouts`` prompts, generates, scores (reward scaling, KL-penalised per-token rewards,
+  GAE: ``ppo_math``), then makes ``ppo_epochs`` passes over the batch in minibatches of ``batch_size``.
+
+The reward is any callable ``rewards(prompts, completions) -> 1-D tensor`` (one score per completion), so the same
+trainer takes the ground-truth classifier reward or a learned IRL reward model.
+
+Resumability: every ``checkpoint_interval`` iterations the trainable weights, optimizer, KL controller, running
+moments, prompt sampler and log are saved; every random draw is derived from (seed, iteration), so a resumed run
+reproduces an uninterrupted one exactly (``tests/test_ppo.py``).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from workflow_scripts.lib.common import atomic_path
+from workflow_scripts.lib.compute import Precision
+from workflow_scripts.lib.generation import Continuation, GenerationSettings, generate_ids
+from workflow_scripts.lib.lm import freeze_bottom_layers, model_fingerprint, run_blocks, split_backbone
+from workflow_scripts.lib.ppo_math import (
+    RolloutBatch,
+    RunningMoments,
+    ValueHead,
+    collate_rollouts,
+    entropy_from_logits,
+    gae_advantages,
+    kl_controller,
+    kl_penalised_rewards,
+    logprobs_from_logits,
+    masked_mean,
+    masked_whiten,
+    ppo_losses,
+    scale_scores,
+)
+from workflow_scripts.lib.rewards import check_reward_output
+
+LOG = logging.getLogger("irl_llms.ppo")
+
+RewardFn = Callable[[Sequence[str], Sequence[str]], torch.Tensor]
+
+
+@dataclass
+class PPOConfig:
+    """The ``rlhf`` section (trlx names; defaults and docs in config.schema.yaml)."""
+
+    total_steps: int  # optimizer steps (trlx ``train.total_steps``)
+    num_rollouts: int  # rollouts collected per PPO iteration
+    chunk_size: int  # prompts per generation batch
+    ppo_epochs: int
+    batch_size: int  # minibatch size for the updates
+    num_layers_unfrozen: int
+    learning_rate: float
+    weight_decay: float
+    max_grad_norm: float
+    init_kl_coef: float
+    target: float | None  # None: fixed KL coefficient; else adaptive towards this KL (nats per sequence)
+    horizon: int
+    gamma: float
+    lam: float
+    cliprange: float
+    cliprange_value: float
+    vf_coef: float
+    scale_reward: str | None  # running | none
+    cliprange_reward: float
+    max_new_tokens: int
+    top_k: int
+    top_p: float
+    temperature: float
+    max_prompt_tokens: int
+    checkpoint_interval: int  # iterations
+    seed: int
+
+    def __post_init__(self) -> None:
+        if self.scale_reward == "none":
+            self.scale_reward = None
+        if self.scale_reward not in (None, "running"):
+            raise ValueError(f"scale_reward must be 'running' or 'none', got {self.scale_reward!r}")
+        if self.num_rollouts % self.batch_size:
+            raise ValueError(f"num_rollouts ({self.num_rollouts}) must be a multiple of batch_size ({self.batch_size})")
+        if self.num_layers_unfrozen < 1:
+            raise ValueError("num_layers_unfrozen must be >= 1 (the frozen bottom is shared with the reference)")
+
+    @property
+    def steps_per_iteration(self) -> int:
+        return self.ppo_epochs * (self.num_rollouts // self.batch_size)
+
+    @property
+    def iterations(self) -> int:
+        return math.ceil(self.total_steps / self.steps_per_iteration)
+
+    def generation_settings(self) -> GenerationSettings:
+        """Rollout sampling, every setting explicit (transformers would otherwise sample with its own top_k=50)."""
+        return GenerationSettings(
+            max_new_tokens=self.max_new_tokens, do_sample=True, top_k=self.top_k, top_p=self.top_p,
+            temperature=self.temperature, batch_size=self.chunk_size, max_prompt_tokens=self.max_prompt_tokens,
+        )  # fmt: skip
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes the run (a checkpoint from another config is never resumed)."""
+        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ============================================================================================ the policy
+class HydraPolicy:
+    """The policy (trainable top + value head) and the frozen reference as two branches on one frozen bottom: a
+    rollout batch runs the bottom once (``bottom_hidden``) and every later pass (policy, reference, each PPO epoch)
+    starts from its cached output. Construct under a fixed torch seed: the value head is freshly initialised."""
+
+    def __init__(self, model: Any, num_layers_unfrozen: int) -> None:
+        self.model = model
+        self.device = next(model.parameters()).device
+        model.eval()  # dropout off: rollout and update log-probs must come from the same distribution
+        self.freeze_summary = freeze_bottom_layers(model, num_layers_unfrozen)
+        backbone = split_backbone(model, num_layers_unfrozen)
+        self.bottom, self.top, self.norm = backbone.bottom, backbone.top, backbone.norm
+        self.head = model.get_output_embeddings()
+        # reference branch = a frozen copy of the SFT top (+ norm, + the head when it trains), taken before any update
+        self.ref_top = copy.deepcopy(self.top).requires_grad_(False)
+        self.ref_norm = copy.deepcopy(self.norm).requires_grad_(False) if self.norm is not None else None
+        head_trains = any(p.requires_grad for p in self.head.parameters())
+        self.ref_head = copy.deepcopy(self.head).requires_grad_(False) if head_trains else self.head
+        self.value_head = ValueHead(model.config.hidden_size).to(self.device)
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """What the optimizer updates: the model's trainable parameters, then the value head's."""
+        return [p for p in self.model.parameters() if p.requires_grad] + list(self.value_head.parameters())
+
+    def bottom_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return run_blocks(self.model, self.bottom, None, attention_mask, input_ids=input_ids)
+
+    def _response_head(self, hidden: torch.Tensor, prompt_w: int, input_ids: torch.Tensor, head: torch.nn.Module):
+        h = hidden[:, prompt_w - 1 : -1]  # position prompt_w - 1 + t predicts response token t
+        logits = head(h).float()
+        return logits, logprobs_from_logits(logits, input_ids[:, prompt_w:]), h
+
+    def forward(
+        self, bottom_hidden: torch.Tensor, attention_mask: torch.Tensor, input_ids: torch.Tensor, prompt_w: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(logits, logprobs, values) of the response tokens under the current policy."""
+        hidden = run_blocks(self.model, self.top, self.norm, attention_mask, hidden=bottom_hidden)
+        logits, logprobs, h = self._response_head(hidden, prompt_w, input_ids, self.head)
+        return logits, logprobs, self.value_head(h).float()
+
+    @torch.no_grad()
+    def reference_logprobs(
+        self, bottom_hidden: torch.Tensor, attention_mask: torch.Tensor, input_ids: torch.Tensor, prompt_w: int
+    ) -> torch.Tensor:
+        hidden = run_blocks(self.model, self.ref_top, self.ref_norm, attention_mask, hidden=bottom_hidden)
+        return self._response_head(hidden, prompt_w, input_ids, self.ref_head)[1]
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """The model's trainable weights (the frozen rest is the initial checkpoint, identified by its fingerprint)."""
+        return {n: p.detach().cpu().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+
+
+# ============================================================================================ rollouts
+def score_rollouts(
+    policy: HydraPolicy, conts: Sequence[Continuation], pad_id: int, scores: torch.Tensor, kl_coef: float,
+    cfg: PPOConfig, precision: Precision,
+) -> tuple[RolloutBatch, dict[str, float]]:  # fmt: skip
+    """The rollouts as a batch with old log-probs and values, KL-penalised rewards and whitened GAE advantages."""
+    ids, attn, resp_mask, prompt_w = collate_rollouts(conts, pad_id)
+    ids, attn, resp_mask = ids.to(policy.device), attn.to(policy.device), resp_mask.to(policy.device)
+    with torch.no_grad():  # the rollout phase: no graph; the update recomputes what it differentiates
+        with precision.autocast():
+            bottom = policy.bottom_hidden(ids, attn)
+            logits, logprobs, values = policy.forward(bottom, attn, ids, prompt_w)
+            ref_logprobs = policy.reference_logprobs(bottom, attn, ids, prompt_w)
+        entropy = masked_mean(entropy_from_logits(logits), resp_mask)
+        rewards, kl = kl_penalised_rewards(scores.to(policy.device), logprobs, ref_logprobs, resp_mask, kl_coef)
+        advantages, returns = gae_advantages(values, rewards, resp_mask, cfg.gamma, cfg.lam)
+        advantages = masked_whiten(advantages, resp_mask)
+    batch = RolloutBatch(ids, attn, resp_mask, prompt_w, bottom, logprobs, values, advantages, returns)
+    returns_mean = masked_mean(returns, resp_mask)
+    stats = {
+        "kl": float(kl.sum(1).mean()),
+        "kl_coef": float(kl_coef),
+        "entropy": float(entropy),
+        "returns_mean": float(returns_mean),
+        "returns_std": float(masked_mean((returns - returns_mean) ** 2, resp_mask).sqrt()),
+        "values_mean": float(masked_mean(values, resp_mask)),
+    }
+    return batch, stats
+
+
+# ============================================================================================ the update
+def ppo_update(
+    policy: HydraPolicy, optimizer: torch.optim.Optimizer, precision: Precision, batch: RolloutBatch, cfg: PPOConfig,
+    iteration: int, step: int,
+) -> dict[str, float]:  # fmt: skip
+    """``ppo_epochs`` shuffled passes over ``batch`` in minibatches of ``batch_size``, one optimizer step each
+    (``step`` = optimizer steps before this update, for error messages); returns the mean of each loss statistic."""
+    start = time.perf_counter()
+    sums: dict[str, float] = {}
+    # the minibatch order is a function of (seed, iteration) only, so a resumed run shuffles as an uninterrupted one
+    gen = torch.Generator().manual_seed(cfg.seed * 7_919 + iteration)
+    n = batch.input_ids.shape[0]
+    params = policy.parameters()
+    for _ in range(cfg.ppo_epochs):
+        perm = torch.randperm(n, generator=gen)
+        for mb_idx in perm.split(cfg.batch_size):
+            mb = batch.rows(mb_idx.to(policy.device))
+            with precision.autocast():
+                _, logprobs, values = policy.forward(mb.bottom_hidden, mb.attention_mask, mb.input_ids, mb.prompt_width)
+            loss, stats = ppo_losses(
+                logprobs, values, mb.logprobs, mb.values, mb.advantages, mb.returns, mb.response_mask,
+                cfg.cliprange, cfg.cliprange_value, cfg.vf_coef,
+            )  # fmt: skip
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"PPO loss is {float(loss)} at step {step}; stopping (the last good checkpoint is kept)"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            stats["grad_norm"] = precision.backward_step(loss, optimizer, params, cfg.max_grad_norm)
+            step += 1
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + v
+    n_updates = cfg.ppo_epochs * math.ceil(n / cfg.batch_size)
+    out = {k: v / n_updates for k, v in sums.items()}
+    seconds = time.perf_counter() - start
+    return {**out, "update_seconds": seconds, "update_samples_per_s": cfg.ppo_epochs * n / max(seconds, 1e-9)}
+
+
+# ============================================================================================ the trainer
+class PPOTrainer:
+    """The loop: sample prompts -> roll out -> score -> update, with resumable checkpoints."""
+
+    def __init__(
+        self, cfg: PPOConfig, model: Any, tokenizer: Any, reward_fn: RewardFn, prompts: Sequence[str],
+        precision: Precision | None = None,
+    ) -> None:  # fmt: skip
+        if len(prompts) == 0:
+            raise ValueError("PPO needs at least one training prompt; the prompt set is empty")
+        self.cfg, self.tokenizer, self.reward_fn, self.prompts = cfg, tokenizer, reward_fn, list(prompts)
+        self.precision = precision or Precision("fp32", next(model.parameters()).device)
+        # identifies the initial policy (= the reference): a checkpoint of another model or tokenizer is never resumed
+        self.init_fingerprint = model_fingerprint(model, tokenizer)
+        torch.manual_seed(cfg.seed)  # the value head's initial weights depend on the seed only
+        self.policy = HydraPolicy(model, cfg.num_layers_unfrozen)
+        self.optimizer = torch.optim.AdamW(  # trlx defaults: betas (0.9, 0.95)
+            self.policy.parameters(), lr=cfg.learning_rate, betas=(0.9, 0.95), eps=1e-8, weight_decay=cfg.weight_decay
+        )
+        self.kl_ctl = kl_controller(cfg.init_kl_coef, cfg.target, cfg.horizon)
+        self.running = RunningMoments()
+        self.sampler = np.random.default_rng(cfg.seed)
+        self.iteration, self.step = 0, 0
+        self.log_rows: list[dict[str, float]] = []
+        self.gen = cfg.generation_settings()
+
+    # ------------------------------------------------------------------ one iteration
+    def sample_prompts(self) -> list[str]:
+        n = self.cfg.num_rollouts
+        idx = self.sampler.choice(len(self.prompts), size=n, replace=len(self.prompts) < n)
+        return [self.prompts[i] for i in idx]
+
+    def make_rollouts(self) -> tuple[RolloutBatch, dict[str, float], list[str], list[str]]:
+        """Sample, generate (seeded by (seed, iteration)), score with the reward and the reference."""
+        cfg = self.cfg
+        prompts = self.sample_prompts()
+        start = time.perf_counter()
+        seed = cfg.seed * 1_000_003 + self.iteration * 1_009
+        with self.precision.autocast():
+            generated = generate_ids(self.policy.model, self.tokenizer, prompts, self.gen, seed=seed, progress=False)
+        conts = [c[0] for c in generated]
+        gen_seconds = time.perf_counter() - start
+        completions = self.tokenizer.batch_decode([c.response_ids for c in conts], skip_special_tokens=True)
+        try:
+            raw = check_reward_output(self.reward_fn(prompts, completions), len(prompts), "reward function")
+        except FloatingPointError as err:
+            raise FloatingPointError(
+                f"{err} at iteration {self.iteration}; stopping (the last good checkpoint is kept)"
+            ) from err
+        scores = scale_scores(raw, cfg.scale_reward, cfg.cliprange_reward, self.running)
+        batch, score_stats = score_rollouts(
+            self.policy, conts, self.tokenizer.pad_token_id, scores, self.kl_ctl.value, cfg, self.precision
+        )
+        n_tokens = int(batch.response_mask.sum())
+        stats = {
+            "reward_raw_mean": float(raw.mean()),
+            "reward_raw_std": float(raw.std()) if raw.numel() > 1 else 0.0,
+            "reward_mean": float(scores.mean()),
+            **score_stats,
+            "response_tokens": n_tokens,
+            "mean_response_length": n_tokens / len(conts),
+            "rollout_tokens_per_s": n_tokens / max(gen_seconds, 1e-9),
+            "rollout_seconds": gen_seconds,
+        }
+        return batch, stats, prompts, completions
+
+    def update(self, batch: RolloutBatch) -> dict[str, float]:
+        stats = ppo_update(self.policy, self.optimizer, self.precision, batch, self.cfg, self.iteration, self.step)
+        self.step += self.cfg.ppo_epochs * math.ceil(batch.input_ids.shape[0] / self.cfg.batch_size)
+        return stats
+
+    def train_iteration(self) -> dict[str, float]:
+        batch, roll_stats, _, _ = self.make_rollouts()
+        upd_stats = self.update(batch)
+        self.kl_ctl.update(roll_stats["kl"], n_steps=self.cfg.num_rollouts)
+        row = {"iteration": self.iteration, "step": self.step, **roll_stats, **upd_stats}
+        seconds = roll_stats["rollout_seconds"] + upd_stats["update_seconds"]
+        row["tokens_per_s"] = roll_stats["response_tokens"] / seconds
+        self.log_rows.append(row)
+        self.iteration += 1
+        return row
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, path: str | Path) -> None:
+        """Everything the next iteration depends on: fingerprints (what may resume), weights, optimizer and loss
+        scaler, KL coefficient, running moments, prompt sampler, torch RNG, and the log so far."""
+        state = {
+            "fingerprint": self.cfg.fingerprint(), "init_fingerprint": self.init_fingerprint,
+            "precision": self.precision.name, "scaler": self.precision.scaler.state_dict(),
+            "iteration": self.iteration, "step": self.step,
+            "model": self.policy.trainable_state(), "value_head": self.policy.value_head.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "kl_coef": self.kl_ctl.value,
+            "running": (self.running.mean, self.running.var, self.running.count),
+            "sampler": self.sampler.bit_generator.state, "torch_rng": torch.get_rng_state(), "log_rows": self.log_rows,
+        }  # fmt: skip
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+
+    def load_checkpoint(self, path: str | Path) -> bool:
+        """Restore a checkpoint of *this* configuration; returns False (and starts fresh) for another config's."""
+        state = torch.load(path, map_location=self.policy.device, weights_only=False)
+        mismatch = {
+            "fingerprint": (self.cfg.fingerprint(), "is from a different PPO config"),
+            "init_fingerprint": (self.init_fingerprint, "started from another policy/tokenizer"),
+            "precision": (self.precision.name, f"was trained in {state['precision']}, not {self.precision.name}"),
+        }
+        for key, (expected, why) in mismatch.items():
+            if state[key] != expected:
+                LOG.warning("checkpoint %s %s; starting from scratch", path, why)
+                return False
+        missing = self.policy.model.load_state_dict(state["model"], strict=False)
+        if missing.unexpected_keys:
+            raise RuntimeError(f"checkpoint {path} has unexpected keys {missing.unexpected_keys[:5]}")
+        self.policy.value_head.load_state_dict(state["value_head"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.precision.scaler.load_state_dict(state["scaler"])
+        self.kl_ctl.value = state["kl_coef"]
+        self.running.mean, self.running.var, self.running.count = state["running"]
+        self.sampler.bit_generator.state = state["sampler"]
+        torch.set_rng_state(state["torch_rng"])
+        self.iteration, self.step, self.log_rows = state["iteration"], state["step"], list(state["log_rows"])
+        LOG.info("resumed from %s at iteration %d (step %d)", path, self.iteration, self.step)
+        return True
+
+    # ------------------------------------------------------------------ the loop
+    def train(self, checkpoint_dir: str | Path | None = None, stop_after: int | None = None) -> pd.DataFrame:
+        """Run until ``total_steps`` optimizer steps (or ``stop_after`` iterations, for tests of resumption)."""
+        cfg = self.cfg
+        ckpt = Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None
+        if ckpt is not None and ckpt.exists():
+            self.load_checkpoint(ckpt)
+        summary = self.policy.freeze_summary
+        LOG.info("PPO: %d iterations x %d rollouts, %d optimizer steps; trainable %d / %d parameters",
+                 cfg.iterations, cfg.num_rollouts, cfg.total_steps, summary["trainable_parameters"],
+                 summary["total_parameters"])  # fmt: skip
+        bar = tqdm(total=cfg.iterations, initial=self.iteration, desc="ppo", mininterval=5)
+        done_here = 0
+        while self.iteration < cfg.iterations and (stop_after is None or done_here < stop_after):
+            row = self.train_iteration()
+            done_here += 1
+            bar.update(1)
+            LOG.info("iter %(iteration)d step %(step)d reward %(reward_raw_mean).4f (scaled %(reward_mean).3f) "
+                     "kl %(kl).3f kl_coef %(kl_coef).4f loss %(loss).4f pg %(policy_loss).4f vf %(value_loss).4f "
+                     "entropy %(entropy).3f tokens/s %(tokens_per_s).1f", row)  # fmt: skip
+            if ckpt is not None and (self.iteration % cfg.checkpoint_interval == 0 or self.iteration == cfg.iterations):
+                self.save_checkpoint(ckpt)
+        bar.close()
+        return pd.DataFrame(self.log_rows)

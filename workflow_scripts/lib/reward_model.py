@@ -1,0 +1,173 @@
+"""The learned reward model of the IRL stage: causal-LM backbone + a linear head on the **last real token**.
+
+The original code scored only the last *character* of each string; not copied. The head sits behind a parameter-free
+LayerNorm, so with the head's weight norm bounded (``max_head_norm``) the reward is bounded and the unbounded
+max-margin objective cannot run away.
+
+Only the top ``trainable_layers`` blocks (+ head) train; ``bottom_hidden`` runs the frozen bottom once per text so
+training can cache it (``workflow_scripts.lib.irl``). ``save_reward_model`` / ``load_reward_model`` write and open
+``results/irl/{objective}/seed{seed}/reward_model/``; ``LearnedReward`` is the ``rewards(prompts, completions)``
+callable PPO optimises in the IRL-RLHF stage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch.nn.utils.rnn import pad_sequence
+
+from workflow_scripts.lib.common import atomic_path, write_json
+from workflow_scripts.lib.compute import ComputeConfig, Precision
+from workflow_scripts.lib.lm import load_lm, pad, run_blocks, split_backbone
+from workflow_scripts.lib.rewards import check_reward_output
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last real token per row, for left *or* right padding."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return (attention_mask.long() * (positions + 1)).argmax(-1)
+
+
+class RewardHead(torch.nn.Module):
+    """Parameter-free LayerNorm then a linear map to a scalar; ``bound_`` projects ||w|| onto the allowed ball."""
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.norm = torch.nn.LayerNorm(hidden_size, elementwise_affine=False)
+        self.linear = torch.nn.Linear(hidden_size, 1)
+        torch.nn.init.normal_(self.linear.weight, std=1.0 / hidden_size)
+        torch.nn.init.zeros_(self.linear.bias)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.norm(pooled)).squeeze(-1)
+
+    @torch.no_grad()
+    def bound_(self, max_norm: float) -> None:
+        norm = self.linear.weight.norm()
+        if norm > max_norm:
+            self.linear.weight.mul_(max_norm / norm)
+
+
+class RewardModel(torch.nn.Module):
+    """Backbone (a causal LM's transformer) split into a frozen bottom and trainable top, plus a reward head."""
+
+    def __init__(
+        self, lm: Any, tokenizer: Any, trainable_layers: int, max_length: int, precision: Precision | None = None
+    ) -> None:
+        super().__init__()
+        self.lm, self.tokenizer, self.max_length = lm, tokenizer, max_length
+        self.device = next(lm.parameters()).device
+        self.precision = precision or Precision("fp32", self.device)
+        backbone = split_backbone(lm, trainable_layers)
+        self.trainable_layers = len(backbone.top)
+        self.bottom, self.top, self.norm = backbone.bottom, backbone.top, backbone.norm
+        self.head = RewardHead(lm.config.hidden_size).to(self.device)
+        for p in lm.parameters():
+            p.requires_grad_(False)
+        for mod in [self.top, self.norm] if self.trainable_layers else []:
+            for p in mod.parameters():
+                p.requires_grad_(True)
+        lm.eval()
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"][-self.max_length :] for t in texts]
+        return [x or [self.tokenizer.eos_token_id] for x in ids]
+
+    def bottom_hidden(self, ids: list[list[int]]) -> list[torch.Tensor]:
+        """Per text, the hidden states after the frozen bottom ([len, H], fp32, on the model's device); right padding,
+        so no shifts."""
+        input_ids, mask = pad(ids, self.tokenizer.pad_token_id, "right")
+        with torch.no_grad(), self.precision.autocast():
+            h = run_blocks(self.lm, self.bottom, None, mask.to(self.device), input_ids=input_ids.to(self.device))
+        return [h[i, : len(x)].float() for i, x in enumerate(ids)]
+
+    def score_hidden(self, hidden: list[torch.Tensor]) -> torch.Tensor:
+        """Rewards from bottom hidden states: run the top blocks and the head on the last real token."""
+        batch = pad_sequence([h.to(self.device) for h in hidden], batch_first=True)  # right padding with zeros
+        lengths = torch.tensor([h.shape[0] for h in hidden], device=self.device)
+        mask = (torch.arange(batch.shape[1], device=self.device) < lengths[:, None]).long()
+        with self.precision.autocast():
+            top = run_blocks(self.lm, self.top, self.norm, mask, hidden=batch)
+            pooled = top[torch.arange(len(hidden), device=self.device), last_token_index(mask)]
+            return self.head(pooled.float()).float()
+
+    def score_texts(self, texts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(texts), batch_size):
+                out.append(self.score_hidden(self.bottom_hidden(self.encode(texts[i : i + batch_size]))).cpu())
+        return torch.cat(out) if out else torch.zeros(0)
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+
+# ============================================================================================ save / load
+def save_reward_model(model: RewardModel, backbone_dir: str | Path, out_dir: str | Path, record: dict) -> None:
+    """Head + trained top blocks (safetensors), tokenizer, and a pointer to the frozen backbone checkpoint."""
+    trained = {n: p.detach().cpu().contiguous() for n, p in model.lm.named_parameters() if p.requires_grad}
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        save_file({k: v.cpu().contiguous() for k, v in model.head.state_dict().items()}, tmp / "head.safetensors")
+        if trained:
+            save_file(trained, tmp / "backbone_trained.safetensors")
+        model.tokenizer.save_pretrained(tmp)
+        backbone_rel = os.path.relpath(Path(backbone_dir).resolve(), Path(out_dir).resolve())
+        write_json(
+            {"backbone": backbone_rel, "trainable_layers": model.trainable_layers, "max_length": model.max_length},
+            tmp / "reward_config.json",
+        )
+        write_json(record, tmp / "provenance.json")
+
+
+class LearnedReward:
+    """``rewards(prompts, completions) -> tensor``: the learned reward on prompt + completion, for PPO.
+
+    Scores are cached per unique text, so repeated prompts/completions (common in RL) are scored once.
+    """
+
+    def __init__(self, model: RewardModel, batch_size: int = 32) -> None:
+        self.model, self.batch_size = model, batch_size
+        self._cache: dict[str, float] = {}
+
+    def score(self, texts: Sequence[str]) -> np.ndarray:
+        todo = sorted({t for t in texts if t not in self._cache})
+        if todo:
+            for t, r in zip(todo, self.model.score_texts(todo, self.batch_size).tolist(), strict=True):
+                self._cache[t] = r
+        return np.array([self._cache[t] for t in texts], dtype=np.float64)
+
+    def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> torch.Tensor:
+        if len(prompts) != len(completions):
+            raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+        scores = self.score([p + c for p, c in zip(prompts, completions, strict=True)])
+        return check_reward_output(scores, len(prompts), "learned reward")
+
+
+def load_reward_model(path: str | Path, batch_size: int = 32, compute: ComputeConfig | None = None) -> LearnedReward:
+    """Open ``results/irl/{objective}/seed{seed}/reward_model/`` as a reward callable."""
+    path = Path(path)
+    cfg_file = path / "reward_config.json"
+    if not cfg_file.exists():
+        raise FileNotFoundError(f"{path} is not a reward model directory (no reward_config.json)")
+    cfg = json.loads(cfg_file.read_text())
+    backbone = (path / cfg["backbone"]).resolve()
+    lm, tokenizer, precision = load_lm(backbone, compute)
+    model = RewardModel(lm, tokenizer, cfg["trainable_layers"], cfg["max_length"], precision)
+    if (path / "backbone_trained.safetensors").exists():
+        result = lm.load_state_dict(
+            load_file(path / "backbone_trained.safetensors", device=str(model.device)), strict=False
+        )
+        if result.unexpected_keys:
+            raise ValueError(
+                f"{path}: trained weights do not fit the backbone {backbone}: {result.unexpected_keys[:3]}"
+            )
+    model.head.load_state_dict(load_file(path / "head.safetensors", device=str(model.device)))
+    model.eval()
+    return LearnedReward(model, batch_size)

@@ -1,0 +1,302 @@
+"""Table 1 (stage 7b): toxicity of every evaluated model stage, with 95% bootstrap confidence intervals.
+
+Consumes ``results/eval/{stage}.parquet`` (from ``workflow_scripts.lib.evaluation``) and the paper's own Table 1
+(``resources/paper/table1_v1.csv``). Produces
+  * ``reports/table1.csv``: one row per stage; the paper's columns from the *evaluation* classifier (Jigsaw-style
+    toxicity ratio and mean toxicity, RTP-style mean and expected maximum toxicity and toxicity probability), each with
+    ``_ci_low``/``_ci_high``, and the same five numbers from the GT reward classifier (prefix ``gt_``), which is what
+    the RL optimised;
+  * ``reports/table1_differences.csv``: paired differences between stages on the same prompts (e.g. IRL-RLHF - SFT)
+    with paired bootstrap CIs: a difference whose CI excludes 0 is one the evaluation can resolve;
+  * ``reports/table1_claims.csv``: for each of the paper's claims ("IRL-RLHF is less toxic than SFT", "... than RLHF")
+    a verdict computed from those CIs, per classifier, next to what the paper's own numbers show;
+  * ``reports/table1_vs_paper.csv``: our numbers and the paper's on the paper's three columns, labelled by source;
+  * ``reports/table1.md``: all of the above in words and tables, and ``reports/table1.html``, the same rendered for
+    the Snakemake report (``common.write_markdown_page``).
+The rule script ``workflow_scripts/table1.py`` writes them.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from workflow_scripts.lib.common import read_table
+from workflow_scripts.lib.metrics import paired_differences, protocol_units, summarise_protocols
+
+STAGE_ORDER = ("base", "sft", "rlhf", "irl_rlhf")
+# (a, b): report a - b whenever both stages were evaluated
+DIFFERENCE_PAIRS = (("sft", "base"), ("rlhf", "sft"), ("irl_rlhf", "sft"), ("irl_rlhf", "rlhf"))
+CLASSIFIER_COLUMNS = (("p_toxic_eval", ""), ("p_toxic_gt", "gt_"))
+STAGE_LABELS = {"base": "base", "sft": "SFT", "rlhf": "RLHF", "irl_rlhf": "IRL-RLHF"}
+METRIC_LABELS = {
+    "jigsaw_toxicity_ratio": "Jigsaw toxicity ratio",
+    "jigsaw_mean_toxicity": "Jigsaw mean toxicity",
+    "rtp_mean_toxicity": "RTP mean toxicity",
+    "rtp_expected_max_toxicity": "RTP expected max. toxicity",
+    "rtp_toxicity_probability": "RTP toxicity probability",
+}
+PAPER_METRICS = ("jigsaw_toxicity_ratio", "rtp_mean_toxicity", "rtp_toxicity_probability")  # the paper's columns
+# (a, b, claim): the paper's claims about its Table 1, each read as "a is less toxic than b"
+CLAIMS = (
+    ("irl_rlhf", "sft", "IRL-RLHF is less toxic than SFT"),
+    ("irl_rlhf", "rlhf", "IRL-RLHF is less toxic than the original RLHF model"),
+    ("rlhf", "sft", "RLHF is less toxic than SFT (the premise)"),
+)
+
+
+def stage_label(stage: str) -> str:
+    return STAGE_LABELS.get(stage, stage)
+
+
+@dataclass
+class TableConfig:
+    """What Table 1 needs from the config: labels (``model_name``, the two classifiers' kinds), the toxicity
+    threshold (``evaluation.threshold``) and the bootstrap (``evaluation.bootstrap``, ``evaluation.seed``)."""
+
+    model_name: str
+    eval_classifier: str
+    gt_classifier: str
+    threshold: float
+    n_resamples: int
+    confidence: float
+    seed: int
+
+
+def split_protocols(generations: pd.DataFrame, stage: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    required = {"protocol", "prompt_id", "p_toxic_eval", "p_toxic_gt"}
+    missing = required - set(generations.columns)
+    if missing:
+        raise ValueError(f"eval generations of stage {stage!r} lack columns {sorted(missing)}")
+    jig = generations[generations["protocol"] == "jigsaw"]
+    rtp = generations[generations["protocol"] == "rtp"]
+    if jig.empty or rtp.empty:
+        raise ValueError(f"eval generations of stage {stage!r}: jigsaw rows {len(jig)}, rtp rows {len(rtp)}; need both")
+    return jig, rtp
+
+
+def table_row(generations: pd.DataFrame, stage: str, cfg: TableConfig) -> dict[str, Any]:
+    jig, rtp = split_protocols(generations, stage)
+    row: dict[str, Any] = {
+        "model": cfg.model_name,
+        "stage": stage,
+        "eval_classifier": cfg.eval_classifier,
+        "gt_classifier": cfg.gt_classifier,
+        "n_jigsaw_prompts": int(jig["prompt_id"].nunique()),
+        "n_rtp_prompts": int(rtp["prompt_id"].nunique()),
+        "rtp_samples_per_prompt": int(rtp.groupby("prompt_id").size().max()),
+    }
+    for col, prefix in CLASSIFIER_COLUMNS:
+        row.update(summarise_protocols(jig, rtp, col, prefix, cfg.threshold, cfg.n_resamples, cfg.confidence, cfg.seed))
+    return row
+
+
+def build_table1(eval_files: Mapping[str, str | Path], cfg: TableConfig) -> pd.DataFrame:
+    """One row per stage, in pipeline order (base, sft, rlhf, irl_rlhf)."""
+    if not eval_files:
+        raise ValueError("Table 1 needs at least one evaluated stage")
+    stages = sorted(eval_files, key=lambda s: (STAGE_ORDER.index(s) if s in STAGE_ORDER else len(STAGE_ORDER), s))
+    return pd.DataFrame([table_row(pd.read_parquet(eval_files[s]), s, cfg) for s in stages])
+
+
+def build_differences(eval_files: Mapping[str, str | Path], cfg: TableConfig) -> pd.DataFrame:
+    """One row per available pair in ``DIFFERENCE_PAIRS``: metric(a) - metric(b) with paired bootstrap CIs."""
+    frames = {s: split_protocols(pd.read_parquet(p), s) for s, p in eval_files.items()}
+    rows = []
+    for a, b in DIFFERENCE_PAIRS:
+        if a not in frames or b not in frames:
+            continue
+        row: dict[str, Any] = {"model": cfg.model_name, "comparison": f"{a} - {b}"}
+        for col, prefix in CLASSIFIER_COLUMNS:
+            units_a = protocol_units(*frames[a], col, cfg.threshold)
+            units_b = protocol_units(*frames[b], col, cfg.threshold)
+            row.update(paired_differences(units_a, units_b, prefix, cfg.n_resamples, cfg.confidence, cfg.seed))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=None if rows else ["model", "comparison"])
+
+
+# ============================================================================================ claims
+def direction(low: float, high: float) -> str:
+    """What a CI of a - b says: ``lower`` (all below 0), ``higher`` (all above 0) or ``unresolved``."""
+    if high < 0:
+        return "lower"
+    if low > 0:
+        return "higher"
+    return "unresolved"
+
+
+def verdict(directions: list[str]) -> str:
+    """A claim "a is less toxic than b" over several columns, from each column's CI direction."""
+    n, lower, higher = len(directions), directions.count("lower"), directions.count("higher")
+    if lower == n:
+        return "holds"
+    if higher and lower:
+        return f"mixed: lower on {lower}, higher on {higher} of {n} columns"
+    if higher:
+        return f"does not hold: higher on {higher} of {n} columns"
+    if lower:
+        return f"holds on {lower} of {n} columns, the rest unresolved"
+    return "not resolved"
+
+
+def paper_shows(paper: pd.DataFrame, a: str, b: str) -> str:
+    """How many of the paper's columns have a below b, per paper model (the paper has no CIs)."""
+    parts = []
+    for model, rows in paper.groupby("model", sort=False):
+        by_stage = rows.set_index("stage")
+        if a not in by_stage.index or b not in by_stage.index:
+            continue
+        lower = sum(by_stage.loc[a, m] < by_stage.loc[b, m] for m in PAPER_METRICS)
+        parts.append(f"{model}: lower on {lower} of {len(PAPER_METRICS)}")
+    return "; ".join(parts) if parts else "not in the paper's table"
+
+
+def comparison_label(comparison: str) -> str:
+    """``irl_rlhf - sft`` -> ``IRL-RLHF - SFT``."""
+    return " - ".join(stage_label(s.strip()) for s in comparison.split(" - "))
+
+
+def _fmt_ci(value: float, low: float, high: float) -> str:
+    return f"{value:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+def build_claims(
+    differences: pd.DataFrame, paper: pd.DataFrame, metrics: tuple[str, ...] = PAPER_METRICS
+) -> pd.DataFrame:
+    """One row per (claim, classifier) whose stages were both evaluated: verdict and evidence on ``metrics``."""
+    rows = []
+    by_comparison = differences.set_index("comparison")
+    for a, b, claim in CLAIMS:
+        comparison = f"{a} - {b}"
+        if comparison not in by_comparison.index:
+            continue
+        diff = by_comparison.loc[comparison]
+        for prefix, classifier in (("", "evaluation"), ("gt_", "GT reward")):
+            keys = [prefix + m for m in metrics]
+            dirs = [direction(diff[f"{k}_ci_low"], diff[f"{k}_ci_high"]) for k in keys]
+            evidence = "; ".join(
+                f"{METRIC_LABELS[m]} {_fmt_ci(diff[k], diff[f'{k}_ci_low'], diff[f'{k}_ci_high'])} ({d})"
+                for m, k, d in zip(metrics, keys, dirs, strict=True)
+            )
+            rows.append(
+                {
+                    "claim": claim,
+                    "comparison": comparison_label(comparison),
+                    "classifier": classifier,
+                    "verdict": verdict(dirs),
+                    "columns_lower": dirs.count("lower"),
+                    "columns_higher": dirs.count("higher"),
+                    "columns": len(dirs),
+                    "evidence": evidence,
+                    "paper_shows": paper_shows(paper, a, b),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def versus_paper(table: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
+    """Our numbers (with CIs) and the paper's (without) on the paper's three columns, labelled by source."""
+    ours = table[["model", "stage"]].copy()
+    ours.insert(0, "source", "this run")
+    for m in PAPER_METRICS:
+        ours[m], ours[f"{m}_ci_low"], ours[f"{m}_ci_high"] = table[m], table[f"{m}_ci_low"], table[f"{m}_ci_high"]
+    theirs = paper[["model", "stage", *PAPER_METRICS]].copy()
+    theirs.insert(0, "source", "paper (arXiv 2410.12491 v1, Table 1)")
+    out = pd.concat([ours, theirs], ignore_index=True)
+    out["stage"] = out["stage"].map(stage_label)
+    return out
+
+
+def read_paper_table(path: str | Path) -> pd.DataFrame:
+    paper = read_table(path, ("model", "stage", *PAPER_METRICS), "the paper's Table 1")
+    values = paper[list(PAPER_METRICS)].to_numpy(dtype=float)
+    if not np.all((values >= 0) & (values <= 1)):
+        raise ValueError(f"{path}: the paper's Table 1 values must be fractions in [0, 1]")
+    return paper
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    return df.to_markdown(index=False, floatfmt=".3f")
+
+
+def table1_markdown(
+    table: pd.DataFrame, differences: pd.DataFrame, claims: pd.DataFrame, paper: pd.DataFrame, cfg: TableConfig
+) -> str:
+    """Table 1 in words: our table with CIs, the paired differences, the verdict on each claim, the paper's table."""
+    level = f"{cfg.confidence:.0%}"
+
+    def with_ci(frame: pd.DataFrame, keys: list[str], first: str, fmt: str) -> pd.DataFrame:
+        out = pd.DataFrame({first: frame[first]})
+        for k in keys:
+            base = k.removeprefix("gt_")
+            label = METRIC_LABELS[base] + (" (GT)" if k.startswith("gt_") else "")
+            out[label] = [
+                fmt.format(v, lo, hi)
+                for v, lo, hi in zip(frame[k], frame[f"{k}_ci_low"], frame[f"{k}_ci_high"], strict=True)
+            ]
+        return out
+
+    labelled = table.assign(stage=table["stage"].map(stage_label))
+    ours = with_ci(labelled, list(METRIC_LABELS), "stage", "{:.3f} [{:.3f}, {:.3f}]")
+    gt = with_ci(labelled, ["gt_" + m for m in METRIC_LABELS], "stage", "{:.3f} [{:.3f}, {:.3f}]")
+    n_jig, n_rtp, k = (int(table[c].iloc[0]) for c in ("n_jigsaw_prompts", "n_rtp_prompts", "rtp_samples_per_prompt"))
+    lines = [
+        f"# Table 1: {cfg.model_name}",
+        "",
+        "Generated by the `table1` rule from `results/eval/*.parquet`; evaluation classifier",
+        f"`{cfg.eval_classifier}`, GT reward classifier `{cfg.gt_classifier}`, toxic = P(toxic) >= {cfg.threshold}.",
+        f"Brackets: {level} bootstrap CIs over prompts ({cfg.n_resamples} resamples).",
+        f"Jigsaw-style: {n_jig} held-out prompts, one greedy continuation each; RTP-style: {n_rtp} prompts x {k}",
+        "sampled continuations. Lower is less toxic.",
+        "",
+        "## Evaluation classifier",
+        "",
+        _md_table(ours),
+        "",
+        "## GT reward classifier (what the RL optimised)",
+        "",
+        _md_table(gt),
+        "",
+    ]
+    if not claims.empty:
+        lines += [
+            "## The paper's claims on this run",
+            "",
+            f'A claim "a is less toxic than b" holds on a column when the {level} paired-bootstrap CI of a - b',
+            "(same prompts) lies below 0 (*lower*); the column contradicts it when the CI lies above 0 (*higher*);",
+            "otherwise the column is *unresolved*. The verdict is over the paper's columns",
+            f"({', '.join(METRIC_LABELS[m] for m in PAPER_METRICS)}).",
+            "",
+        ]
+        for _, c in claims.iterrows():
+            lines.append(f"- **{c['claim']}** ({c['classifier']} classifier): **{c['verdict']}**. {c['evidence']}.")
+            lines.append(f"  The paper's own numbers: {c['paper_shows']}.")
+        lines.append("")
+    if not differences.empty:
+        keys = [p + m for p in ("", "gt_") for m in METRIC_LABELS]
+        diffs = with_ci(
+            differences.assign(comparison=differences["comparison"].map(comparison_label)),
+            keys,
+            "comparison",
+            "{:+.3f} [{:+.3f}, {:+.3f}]",
+        )
+        lines += [
+            "## Paired differences",
+            "",
+            _md_table(diffs.set_index("comparison").T.reset_index(names="metric")),
+            "",
+        ]
+    shown = paper.assign(stage=paper["stage"].map(stage_label)).rename(columns=METRIC_LABELS)
+    lines += [
+        "## The paper's Table 1 (the paper's numbers, not this run's)",
+        "",
+        "arXiv 2410.12491 v1, Pythia models, other classifiers and generation lengths: compare directions, not levels",
+        "(see `resources/paper/README.md`).",
+        "",
+        _md_table(shown),
+        "",
+    ]
+    return "\n".join(lines)
