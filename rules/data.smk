@@ -3,6 +3,7 @@ rule prepare_data:
     label-stratified 80/20 split; seeded order of the held-out RTP-style prompts. Hub data sets are no inputs."""
     input:
         **DATA_INPUTS,
+        **HUB_INPUT,
     output:
         train="results/data/train.parquet",
         eval="results/data/eval.parquet",

@@ -5,6 +5,7 @@ rule demonstrations:
         non_expert=f"results/{config['demonstrations']['non_expert']}/model",
         train="results/data/train.parquet",
         eval="results/data/eval.parquet",
+        **HUB_INPUT,
     output:
         train="results/demonstrations/train.parquet",
         eval="results/demonstrations/eval.parquet",
@@ -22,6 +23,6 @@ rule demonstrations:
         runtime=60,
         gpu=1,
     conda:
-        "../envs/pipeline.yaml"
+        MODEL_ENV
     script:
         "../workflow_scripts/demonstrations.py"

@@ -5,6 +5,7 @@ rule evaluate:
         model="results/{model}/model",
         eval="results/data/eval.parquet",
         rtp="results/data/rtp_prompts.parquet",
+        **HUB_INPUT,
     output:
         generations="results/eval/{model}.parquet",
     params:
@@ -21,7 +22,7 @@ rule evaluate:
         runtime=60,
         gpu=1,
     conda:
-        "../envs/pipeline.yaml"
+        MODEL_ENV
     script:
         "../workflow_scripts/evaluate.py"
 

@@ -5,6 +5,7 @@ rule irl_features:
         demos="results/demonstrations/train.parquet",
         heldout="results/data/eval.parquet",
         train_texts="results/data/train.parquet",
+        **HUB_INPUT,
     output:
         features="results/irl/features.pt",
     params:
@@ -21,7 +22,7 @@ rule irl_features:
         runtime=30,
         gpu=1,
     conda:
-        "../envs/pipeline.yaml"
+        MODEL_ENV
     script:
         "../workflow_scripts/irl_features.py"
 
@@ -48,7 +49,7 @@ rule irl_train:
         runtime=30,
         gpu=1,
     conda:
-        "../envs/pipeline.yaml"
+        MODEL_ENV
     script:
         "../workflow_scripts/irl_train.py"
 

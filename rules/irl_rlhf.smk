@@ -24,6 +24,6 @@ rule irl_rlhf:
         runtime=120,
         gpu=1,
     conda:
-        "../envs/pipeline.yaml"
+        MODEL_ENV
     script:
         "../workflow_scripts/irl_rlhf.py"

@@ -3,6 +3,7 @@ rule rlhf:
     input:
         sft="results/sft/model",
         train="results/data/train.parquet",
+        **HUB_INPUT,
     output:
         model=directory("results/rlhf/model"),
         log="results/rlhf/train_log.parquet",
@@ -21,6 +22,6 @@ rule rlhf:
         runtime=120,
         gpu=1,
     conda:
-        "../envs/pipeline.yaml"
+        MODEL_ENV
     script:
         "../workflow_scripts/rlhf.py"

@@ -3,6 +3,7 @@ rule sft:
     input:
         base="results/base/model",
         train="results/data/train.parquet",
+        **HUB_INPUT,
     output:
         model=directory("results/sft/model"),
         log="results/sft/train_log.parquet",
@@ -19,6 +20,6 @@ rule sft:
         runtime=60,
         gpu=1,
     conda:
-        "../envs/pipeline.yaml"
+        MODEL_ENV
     script:
         "../workflow_scripts/sft.py"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -154,3 +155,101 @@ def test_a_missing_local_checkpoint_is_not_blamed_on_the_hub(tmp_path: Path, off
     missing = tmp_path / "results" / "sft" / "model"
     with pytest.raises(FileNotFoundError, match=f"model checkpoint not found: {missing}"):
         load_causal_lm(missing)
+
+
+# ------------------------------------------------------------------------ hub assets fetched once, jobs offline
+def merged_config(path: Path) -> dict:
+    """A config file as Snakemake sees it: over config.yaml, defaults filled in."""
+    import yaml
+
+    from workflow_scripts.lib.config import fill_defaults
+
+    repo = Path(__file__).parent.parent
+    base = yaml.safe_load((repo / "config.yaml").read_text())
+    return fill_defaults({**base, **yaml.safe_load(path.read_text())})
+
+
+def test_hub_assets_lists_every_hub_id_of_a_config_once() -> None:
+    from workflow_scripts.lib.hub import hub_assets
+
+    repo = Path(__file__).parent.parent
+    assert hub_assets(merged_config(repo / "config.yaml")) == []  # the default run names none
+    assets = hub_assets(merged_config(repo / "config" / "paper-70m.yaml"))
+    assert [(a["kind"], a["name"], a["key"]) for a in assets] == [
+        ("model", "EleutherAI/pythia-70m", "base_model.name_or_path"),
+        ("model", "lomahony/eleuther-pythia70m-hh-sft", "sft.import_from"),
+        ("model", "s-nlp/roberta_toxicity_classifier", "gt_classifier.model"),
+        ("model", "facebook/roberta-hate-speech-dynabench-r4-target", "evaluation.classifier.model"),
+        ("dataset", "jaredjoss/jigsaw-long-2000", "data.texts"),
+        ("dataset", "allenai/real-toxicity-prompts", "data.rtp_prompts"),
+    ]
+
+
+def hub_cache_with(model_dir: Path, cache: Path, repo_id: str, commit: str = "0123456789abcdef") -> None:
+    """A Hugging Face cache (HF_HUB_CACHE) holding ``model_dir`` as the snapshot of ``repo_id`` at ``main``: what
+    ``fetch_hub_assets`` leaves behind on a shared file system."""
+    import shutil
+
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    shutil.copytree(model_dir, repo / "snapshots" / commit)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+
+
+FETCH_THEN_LOAD = """
+import json, sys
+from workflow_scripts.lib.hub import HubUnavailable, fetch_assets, go_offline
+from workflow_scripts.lib.lm import load_causal_lm
+asset = {"kind": "model", "name": sys.argv[1], "revision": None, "split": None, "key": "sft.import_from"}
+try:
+    manifest = fetch_assets([asset])
+except HubUnavailable as err:
+    print(json.dumps({"error": str(err)}))
+    raise SystemExit(0)
+go_offline()
+model, _ = load_causal_lm(sys.argv[1])
+print(json.dumps({"snapshot": manifest[0]["snapshot"], "params": sum(p.numel() for p in model.parameters()),
+                  "first": float(next(model.parameters()).detach().flatten()[0])}))
+"""
+
+
+def test_fetched_model_loads_offline_by_its_hub_id(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Offline (no network at all), from a cache that holds the model: fetch finds it, the job loads it by id."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from workflow_scripts.lib.lm import load_causal_lm
+
+    hub_cache_with(tiny_model_dir, tmp_path / "hub", "test-org/tiny-lm")
+    env = {**os.environ, "HF_HOME": str(tmp_path), "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+
+    def run(repo_id: str) -> dict:
+        proc = subprocess.run([sys.executable, "-c", FETCH_THEN_LOAD, repo_id], capture_output=True, text=True, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    got = run("test-org/tiny-lm")
+    assert Path(got["snapshot"]) == tmp_path / "hub" / "models--test-org--tiny-lm" / "snapshots" / "0123456789abcdef"
+    local, _ = load_causal_lm(tiny_model_dir)
+    assert got["params"] == sum(p.numel() for p in local.parameters())
+    assert got["first"] == float(next(local.parameters()).detach().flatten()[0])
+    missing = run("test-org/not-fetched")["error"]
+    assert "\n" not in missing and "test-org/not-fetched" in missing and "sft.import_from" in missing
+
+
+def test_paper_jobs_wait_for_the_hub_download(tmp_path: Path) -> None:
+    """With hub ids in the config, every job that may open one takes the manifest as an input (a dry run)."""
+    from conftest import snakemake
+
+    repo = Path(__file__).parent.parent
+    out = snakemake(tmp_path, "-n", configfile=repo / "config" / "paper-70m.yaml").stdout
+    needs = {"prepare_data", "base_model", "sft", "rlhf", "demonstrations", "irl_features", "evaluate"}
+    waiting = set()
+    for block in out.split("\n\n"):
+        rule = re.search(r"^\s*(?:local)?rule (\w+):", block, re.M)
+        if rule and "results/hub/assets.json" in block.split("output:")[0]:
+            waiting.add(rule.group(1))
+    assert waiting == needs
+    assert re.search(r"^\s*(local)?rule fetch_hub_assets:", out, re.M)

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from workflow_scripts.lib.common import atomic_path, provenance, seed_everything, write_parquet
-from workflow_scripts.lib.compute import ComputeConfig
+from workflow_scripts.lib.compute import ComputeConfig, describe_device
 from workflow_scripts.lib.irl_metrics import choose_threshold, reward_metrics
 from workflow_scripts.lib.lm import load_lm
 from workflow_scripts.lib.reward_model import RewardModel, save_reward_model
@@ -299,6 +299,7 @@ def train_irl(
         n_train_pairs=len(train_idx),
         n_val_pairs=len(val_idx),
         selected_metrics=metrics[metrics["selected"]].iloc[0].to_dict(),
+        compute=describe_device(precision.device, precision.name, compute.device if compute else None),
     )
     save_reward_model(model, backbone_dir, out_model, record)
     write_parquet(metrics, out_metrics)

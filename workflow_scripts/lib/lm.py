@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,9 +23,11 @@ from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from workflow_scripts.lib.common import atomic_path, write_json
-from workflow_scripts.lib.compute import ComputeConfig, Precision, pick_device
+from workflow_scripts.lib.compute import ComputeConfig, Precision, describe_device, format_device, pick_device
 from workflow_scripts.lib.hub import from_hub
 from workflow_scripts.lib.paths import is_local
+
+LOG = logging.getLogger("irl_llms.lm")
 
 
 def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
@@ -61,7 +64,10 @@ def stop_token_ids(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel | 
 def load_causal_lm(
     path: str | os.PathLike, device: str = "auto", dtype: torch.dtype = torch.float32
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Open a pipeline checkpoint (or any HF id/path) as (model in eval mode, prepared tokenizer)."""
+    """Open a pipeline checkpoint (or any HF id/path) as (model in eval mode, prepared tokenizer).
+
+    The device is resolved first: a ``cuda`` request on a node without a usable GPU stops before any file is read."""
+    target = pick_device(device)
     p = Path(path)
     if is_local(p) and not p.exists():
         raise FileNotFoundError(f"model checkpoint not found: {p}")
@@ -69,7 +75,7 @@ def load_causal_lm(
         raise FileNotFoundError(f"{p} is not a model checkpoint (no config.json)")
     tokenizer = prepare_tokenizer(from_hub(lambda: AutoTokenizer.from_pretrained(str(path)), "tokenizer", path))
     model = from_hub(lambda: AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype), "causal LM", path)
-    model.to(pick_device(device))
+    model.to(target)
     model.eval()
     check_tokenizer_matches(model, tokenizer, str(path))
     return model, tokenizer
@@ -78,10 +84,13 @@ def load_causal_lm(
 def load_lm(
     path: str | os.PathLike, compute: ComputeConfig | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, Precision]:
-    """``load_causal_lm`` on the configured device (fp32 weights) and the configured ``Precision``."""
+    """``load_causal_lm`` on the configured device (fp32 weights) and the configured ``Precision``; logs where the
+    model runs (``compute.describe_device``: resolved device, precision, torch build, GPU, node)."""
     compute = compute or ComputeConfig.default()
     model, tokenizer = load_causal_lm(path, device=compute.device)
-    return model, tokenizer, Precision.for_model(compute.precision, model)
+    precision = Precision.for_model(compute.precision, model)
+    LOG.info("%s on %s", path, format_device(describe_device(precision.device, precision.name, compute.device)))
+    return model, tokenizer, precision
 
 
 def save_checkpoint_dir(

@@ -37,7 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from workflow_scripts.lib.common import atomic_path
-from workflow_scripts.lib.compute import Precision
+from workflow_scripts.lib.compute import Precision, check_loadable, cpu_rng_state, restored, to_cpu
 from workflow_scripts.lib.generation import Continuation, GenerationSettings, generate_ids
 from workflow_scripts.lib.lm import freeze_bottom_layers, model_fingerprint, run_blocks, split_backbone
 from workflow_scripts.lib.ppo_math import (
@@ -329,7 +329,7 @@ class PPOTrainer:
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, path: str | Path) -> None:
         """Everything the next iteration depends on: fingerprints (what may resume), weights, optimizer and loss
-        scaler, KL coefficient, running moments, prompt sampler, torch RNG, and the log so far."""
+        scaler, KL coefficient, running moments, prompt sampler, torch RNG, and the log so far; on the CPU."""
         state = {
             "fingerprint": self.cfg.fingerprint(), "init_fingerprint": self.init_fingerprint,
             "precision": self.precision.name, "scaler": self.precision.scaler.state_dict(),
@@ -340,11 +340,12 @@ class PPOTrainer:
             "sampler": self.sampler.bit_generator.state, "torch_rng": torch.get_rng_state(), "log_rows": self.log_rows,
         }  # fmt: skip
         with atomic_path(path) as tmp:
-            torch.save(state, tmp)
+            torch.save(to_cpu(state), tmp)
 
     def load_checkpoint(self, path: str | Path) -> bool:
-        """Restore a checkpoint of *this* configuration; returns False (and starts fresh) for another config's."""
-        state = torch.load(path, map_location=self.policy.device, weights_only=False)
+        """Restore a checkpoint of *this* configuration; False (start fresh) for another config's. Read on the CPU and
+        checked whole before anything changes: a bad one raises and leaves the trainer as it was (compute.py)."""
+        state = torch.load(path, map_location="cpu", weights_only=False)  # load_state_dict places tensors on devices
         mismatch = {
             "fingerprint": (self.cfg.fingerprint(), "is from a different PPO config"),
             "init_fingerprint": (self.init_fingerprint, "started from another policy/tokenizer"),
@@ -354,17 +355,19 @@ class PPOTrainer:
             if state[key] != expected:
                 LOG.warning("checkpoint %s %s; starting from scratch", path, why)
                 return False
-        missing = self.policy.model.load_state_dict(state["model"], strict=False)
-        if missing.unexpected_keys:
-            raise RuntimeError(f"checkpoint {path} has unexpected keys {missing.unexpected_keys[:5]}")
+        check_loadable(self.policy.trainable_state(), state["model"], f"{path}: model")
+        check_loadable(self.policy.value_head.state_dict(), state["value_head"], f"{path}: value head")
+        check_loadable(self.optimizer, state["optimizer"], f"{path}: optimizer")
+        rng = cpu_rng_state(state["torch_rng"], f"{path}: torch_rng")  # a CPU ByteTensor, wherever it was loaded
+        sampler, scaler = restored(self.sampler, state["sampler"]), restored(self.precision.scaler, state["scaler"])
+        it, step, kl, (mean, var, n), rows = (state[k] for k in "iteration step kl_coef running log_rows".split())
+        self.policy.model.load_state_dict(state["model"], strict=False)
         self.policy.value_head.load_state_dict(state["value_head"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.precision.scaler.load_state_dict(state["scaler"])
-        self.kl_ctl.value = state["kl_coef"]
-        self.running.mean, self.running.var, self.running.count = state["running"]
-        self.sampler.bit_generator.state = state["sampler"]
-        torch.set_rng_state(state["torch_rng"])
-        self.iteration, self.step, self.log_rows = state["iteration"], state["step"], list(state["log_rows"])
+        self.precision.scaler, self.kl_ctl.value, self.sampler = scaler, kl, sampler
+        self.running.mean, self.running.var, self.running.count = mean, var, n
+        torch.set_rng_state(rng)
+        self.iteration, self.step, self.log_rows = it, step, list(rows)
         LOG.info("resumed from %s at iteration %d (step %d)", path, self.iteration, self.step)
         return True
 

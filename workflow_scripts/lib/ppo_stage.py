@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from workflow_scripts.lib.common import provenance, seed_everything, write_parquet
-from workflow_scripts.lib.compute import ComputeConfig
+from workflow_scripts.lib.compute import ComputeConfig, describe_device
 from workflow_scripts.lib.config import from_config
 from workflow_scripts.lib.lm import load_lm, save_checkpoint_dir
 from workflow_scripts.lib.ppo import PPOConfig, PPOTrainer, RewardFn
@@ -54,8 +54,8 @@ def run_ppo_stage(
         **trainer.policy.freeze_summary,
     }
     record = provenance(
-        stage, asdict(cfg), cfg.seed, policy_init=str(policy_dir), reward=reward_description, compute=asdict(compute),
-        **summary,
+        stage, asdict(cfg), cfg.seed, policy_init=str(policy_dir), reward=reward_description,
+        compute=describe_device(precision.device, precision.name, compute.device), **summary,
     )  # fmt: skip
     model.config.use_cache = True  # the saved policy generates with a KV cache, whatever the loaded config said
     value_head = trainer.policy.value_head.state_dict()

@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from workflow_scripts.lib.common import provenance, seed_everything, write_parquet
-from workflow_scripts.lib.compute import ComputeConfig, Precision
+from workflow_scripts.lib.compute import ComputeConfig, Precision, describe_device, format_device
 from workflow_scripts.lib.lm import freeze_bottom_layers, load_causal_lm, load_lm, pad, save_checkpoint_dir
 
 LOG = logging.getLogger("irl_llms.sft")
@@ -75,7 +75,9 @@ def train_sft(
         if not cfg.import_from:
             raise ValueError("sft.source is 'import' but sft.import_from is empty")
         model, tokenizer = load_causal_lm(cfg.import_from)
-        record = provenance("sft", asdict(cfg), cfg.seed, imported_from=cfg.import_from)
+        where = describe_device(model.device, "fp32")  # imported as is: no training, no autocast
+        LOG.info("imported %s on %s", cfg.import_from, format_device(where))
+        record = provenance("sft", asdict(cfg), cfg.seed, imported_from=cfg.import_from, compute=where)
         log = pd.DataFrame({"step": pd.Series(dtype="int64"), "loss": pd.Series(dtype="float64")})
     else:
         texts = pd.read_parquet(train_path)["text"].astype(str).tolist()
@@ -85,7 +87,8 @@ def train_sft(
             texts = texts[: cfg.max_texts]
         model, tokenizer, precision = load_lm(base_dir, compute)
         model, log, summary = _train(cfg, model, tokenizer, texts, precision)
-        record = provenance("sft", asdict(cfg), cfg.seed, base_model=str(base_dir), compute=asdict(compute), **summary)
+        where = describe_device(precision.device, precision.name, compute.device)
+        record = provenance("sft", asdict(cfg), cfg.seed, base_model=str(base_dir), compute=where, **summary)
     save_checkpoint_dir(out_dir, model, tokenizer, record)
     write_parquet(log, log_path)
     return record
