@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
 
 from workflow_scripts.lib.lm import pad, stop_token_ids
 
@@ -32,14 +32,71 @@ class GenerationSettings:
     batch_size: int = 32
     max_prompt_tokens: int = 128  # prompts are cut from the left to their last ``max_prompt_tokens`` tokens
 
-    def generate_kwargs(self) -> dict:
-        kw: dict = {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample}
+    def generate_kwargs(self, seed: int = 0) -> dict:
+        """``model.generate`` options. Sampling runs through :class:`NucleusSampler` (the same filtered distribution
+        as transformers' warpers, drawn without sorting the vocabulary), so generate itself decodes greedily over
+        the sampler's one-hot scores; every sampling default stored in the checkpoint is neutralised."""
+        kw: dict = {"max_new_tokens": self.max_new_tokens, "do_sample": False, "top_k": None, "top_p": None,
+                    "temperature": None}  # fmt: skip
         if self.do_sample:
-            kw.update(top_k=self.top_k, top_p=self.top_p, temperature=self.temperature)
-        else:
-            # Greedy: neutralise any sampling defaults stored in the checkpoint's generation_config.
-            kw.update(top_k=None, top_p=None, temperature=None)
+            sampler = NucleusSampler(self.top_k, self.top_p, self.temperature, seed)
+            kw["logits_processor"] = LogitsProcessorList([sampler])
         return kw
+
+
+# ============================================================================================ sampling
+def filter_logits(scores: torch.Tensor, top_k: int, top_p: float, temperature: float, m: int = 256) -> torch.Tensor:
+    """``scores`` after temperature, top-k and top-p exactly as transformers' ``TemperatureLogitsWarper``,
+    ``TopKLogitsWarper`` and ``TopPLogitsWarper`` (``min_tokens_to_keep=1``) apply them in ``generate``: -inf
+    outside the kept set. Top-k keeps every token tied with the k-th score; top-p keeps a token when the probability
+    of the tokens above it is < ``top_p`` (so the token crossing ``top_p`` stays). The nucleus is searched among the
+    ``m`` most likely tokens, then ``8m``, ... for the rows whose candidates hold less than ``top_p``: no full sort of
+    the vocabulary unless a row needs it.
+    ``tests/test_generation.py`` compares the result with transformers' warpers on logits built to sit on each
+    boundary."""
+    scores = scores.float() / temperature if temperature != 1.0 else scores.float()
+    vocab = scores.shape[-1]
+    if 0 < top_k < vocab:
+        kth = torch.topk(scores, top_k, dim=-1).values[..., -1:]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if top_p >= 1.0:
+        return scores
+    probs = scores.softmax(-1)
+    keep = torch.zeros_like(scores, dtype=torch.bool)
+    rows = torch.arange(len(scores), device=scores.device)
+    while len(rows):  # candidates: the top m, then 8m, ... until they hold top_p (at most the whole vocabulary)
+        m = min(m, vocab)
+        top = torch.topk(probs[rows], m, dim=-1)
+        above = top.values.cumsum(-1) - top.values  # mass of the tokens ranked above each candidate
+        done = (top.values.sum(-1) >= top_p) | (m == vocab)
+        keep[rows[done]] = torch.zeros_like(keep[rows[done]]).scatter_(-1, top.indices[done], above[done] < top_p)
+        rows, m = rows[~done], m * 8
+    keep[torch.arange(len(scores)), probs.argmax(-1)] = True  # min_tokens_to_keep = 1
+    return scores.masked_fill(~keep, float("-inf"))
+
+
+def sample_filtered(scores: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One token per row from softmax(``scores``) (scores already filtered), by inverting the CDF with one uniform
+    draw per row: the distribution ``torch.multinomial`` samples, at a fraction of its cost on a 50k vocabulary."""
+    cdf = scores.softmax(-1).cumsum(-1)
+    u = torch.rand(len(scores), 1, generator=generator, device="cpu").to(cdf.device) * cdf[:, -1:]
+    # right=True: the first token whose CDF exceeds u, so a token of zero probability (a plateau) is never drawn
+    return torch.searchsorted(cdf, u, right=True).clamp_(max=scores.shape[-1] - 1).squeeze(-1)
+
+
+class NucleusSampler(LogitsProcessor):
+    """A logits processor that samples: filters (:func:`filter_logits`), draws one token per row from its own seeded
+    generator, and returns scores that are 0 on that token and -inf elsewhere, so ``generate(do_sample=False)``
+    emits exactly the drawn token. Sampling inside ``generate`` this way keeps its KV cache, stopping and padding."""
+
+    def __init__(self, top_k: int, top_p: float, temperature: float, seed: int) -> None:
+        self.top_k, self.top_p, self.temperature = top_k, top_p, temperature
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        token = sample_filtered(filter_logits(scores, self.top_k, self.top_p, self.temperature), self.generator)
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(-1, token.unsqueeze(-1), 0.0)
 
 
 @dataclass
@@ -65,11 +122,18 @@ def encode_prompts(
     ]
 
 
-def _cut_at_stop(ids: list[int], stop_ids: set[int]) -> list[int]:
+def cut_at_stop(ids: list[int], stop_ids: set[int]) -> list[int]:
     for pos, tok in enumerate(ids):
         if tok in stop_ids:
             return ids[: pos + 1]
     return ids
+
+
+def length_sorted_batches(encoded: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
+    """Indices of ``encoded`` sorted by (length, index) and cut into batches of ``batch_size``: each padded batch
+    wastes little compute, and the batching is a function of the prompts alone (so seeded sampling reproduces)."""
+    order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), i))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 @torch.inference_mode()
@@ -88,29 +152,33 @@ def generate_ids(
     """
     encoded = encode_prompts(tokenizer, prompts, settings.max_prompt_tokens)
     device = next(model.parameters()).device
-    order = sorted(range(len(prompts)), key=lambda i: (len(encoded[i]), i))
     k = settings.num_return_sequences
     results: list[list[Continuation]] = [[] for _ in prompts]
     stop_list = stop_token_ids(tokenizer, model)
     stop_set = set(stop_list)
     pad_id = tokenizer.pad_token_id
-    batches = [order[i : i + settings.batch_size] for i in range(0, len(order), settings.batch_size)]
+    batches = length_sorted_batches(encoded, settings.batch_size)
     for b, idx in enumerate(tqdm(batches, desc=desc, disable=not progress, mininterval=5)):
-        input_ids, attention = pad([encoded[i] for i in idx], pad_id, "left")
-        if settings.do_sample:
-            torch.manual_seed(seed + b)
+        rows = [i for i in idx for _ in range(k)]  # k continuations per prompt, in order
+        input_ids, attention = pad([encoded[i] for i in rows], pad_id, "left")
         out = model.generate(
             input_ids=input_ids.to(device),
             attention_mask=attention.to(device),
-            num_return_sequences=k,
             eos_token_id=stop_list,
             pad_token_id=pad_id,
-            **settings.generate_kwargs(),
+            **settings.generate_kwargs(seed + b),  # sampling seeded per batch
         )
         new_tokens = out[:, input_ids.shape[1] :].cpu().tolist()
-        for row, i in enumerate(idx):
-            results[i] = [Continuation(encoded[i], _cut_at_stop(new_tokens[row * k + j], stop_set)) for j in range(k)]
+        for i, new in zip(rows, new_tokens, strict=True):
+            results[i].append(Continuation(encoded[i], cut_at_stop(new, stop_set)))
     return results
+
+
+def decode_continuations(tokenizer: PreTrainedTokenizerBase, conts: list[list[Continuation]]) -> list[list[str]]:
+    """The response text of every continuation (special tokens such as EOS dropped)."""
+    return [
+        tokenizer.batch_decode([c.response_ids for c in per_prompt], skip_special_tokens=True) for per_prompt in conts
+    ]
 
 
 def generate(
@@ -119,7 +187,4 @@ def generate(
 ) -> list[list[str]]:  # fmt: skip
     """Like :func:`generate_ids` (same ``seed``/``progress``/``desc`` options), decoded to text (special tokens such
     as EOS dropped)."""
-    conts = generate_ids(model, tokenizer, prompts, settings, **options)
-    return [
-        tokenizer.batch_decode([c.response_ids for c in per_prompt], skip_special_tokens=True) for per_prompt in conts
-    ]
+    return decode_continuations(tokenizer, generate_ids(model, tokenizer, prompts, settings, **options))

@@ -1,0 +1,235 @@
+"""Generation for frozen checkpoints (evaluation, demonstrations): one interface, two backends (``generation.backend``).
+
+* ``transformers``: ``model.generate`` through ``lib.generation``, the reference path;
+* ``ctranslate2``: CTranslate2's generator on a converted copy of the checkpoint. The rule ``convert_engine`` writes
+  that copy once per checkpoint (``results/{model}/ctranslate2/``: weights as stored, the tokenizer, ``engine.json``)
+  and checks its logits against the checkpoint's before the directory appears.
+
+Both take the same prompts (cut to ``max_prompt_tokens``), the same length-sorted batches and stop tokens. CTranslate2
+filters like transformers' logits processors (temperature, then top-k, then top-p keeping the token that crosses p;
+``top_k: 0`` = no top-k), so sampled continuations come from the same per-step distribution through another random
+stream (``tests/test_engine.py`` checks the distributions); greedy continuations are token-identical in fp32 except
+where two logits tie within float rounding (``benchmarks/generation.py`` counts them on every eval prompt).
+Known difference: on an exact tie at the k-th logit transformers keeps every tied token, CTranslate2 exactly k.
+
+On a GPU the engine runs there when the installed CTranslate2 sees one (and supports the precision); otherwise the
+job logs one line and generates with ``transformers`` on the job's device: a backend is never swapped silently, and
+the device itself is checked as for every model job (``compute.pick_device``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoTokenizer
+
+from workflow_scripts.lib.common import atomic_path, write_json
+from workflow_scripts.lib.compute import ComputeConfig, pick_device
+from workflow_scripts.lib.generation import (
+    Continuation,
+    GenerationSettings,
+    cut_at_stop,
+    decode_continuations,
+    encode_prompts,
+    generate,
+    length_sorted_batches,
+)
+from workflow_scripts.lib.lm import load_causal_lm, load_lm, model_fingerprint, prepare_tokenizer, stop_token_ids
+
+LOG = logging.getLogger("irl_llms.engine")
+
+BACKENDS = ("ctranslate2", "transformers")
+COMPUTE_TYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+ENGINE_FILE = "engine.json"
+PROBE_TEXT = "The converted model must give the same next-token logits as the checkpoint it came from."
+PROBE_TOLERANCE = 1e-3  # max |logit difference| on the probe (fp32 conversions differ by ~1e-5)
+
+
+@dataclass
+class EngineConfig:
+    """The ``generation`` section (defaults and docs in config.schema.yaml)."""
+
+    backend: str
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"generation.backend must be one of {BACKENDS}, got {self.backend!r}")
+
+
+class TextGenerator(Protocol):
+    backend: str
+    source: str  # the checkpoint the continuations come from
+
+    def generate(
+        self, prompts: Sequence[str], settings: GenerationSettings, seed: int = 0, desc: str = "generate"
+    ) -> list[list[str]]: ...
+
+
+# ============================================================================================ conversion
+def probe_difference(model: Any, tokenizer: Any, engine: Any) -> float:
+    """Max |logit difference| between the checkpoint and a CTranslate2 generator over every position of the probe."""
+    ids = tokenizer(PROBE_TEXT, add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        ref = model(input_ids=torch.tensor([ids], device=model.device)).logits[0].float().cpu().numpy()
+    got = np.asarray(engine.forward_batch([tokenizer.convert_ids_to_tokens(ids)]))[0]  # a float32 engine on the CPU
+    return float(np.abs(ref - got).max())
+
+
+def convert_checkpoint(model_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
+    """Convert a checkpoint for CTranslate2 into ``out_dir`` (atomically): ``model.bin`` with the weights as stored
+    (no quantization), the prepared tokenizer in ``tokenizer/``, and ``engine.json`` recording the source
+    checkpoint's fingerprint, its stop tokens and the probe difference. Raises before anything appears when the
+    converted model's logits differ from the checkpoint's by more than ``PROBE_TOLERANCE``."""
+    import ctranslate2
+    from ctranslate2.converters import TransformersConverter
+
+    model, tokenizer = load_causal_lm(model_dir, device="cpu")
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        TransformersConverter(str(model_dir)).convert(str(tmp), quantization=None, force=True)
+        tokenizer.save_pretrained(tmp / "tokenizer")
+        engine = ctranslate2.Generator(str(tmp), device="cpu", compute_type="float32")
+        diff = probe_difference(model, tokenizer, engine)
+        del engine
+        if not diff <= PROBE_TOLERANCE:
+            raise ValueError(
+                f"CTranslate2 conversion of {model_dir} is not faithful: logits differ by {diff:.3g} "
+                f"(> {PROBE_TOLERANCE}) on the probe text; use generation.backend: transformers"
+            )
+        record = {
+            "source": str(model_dir),
+            "source_fingerprint": model_fingerprint(model, tokenizer),
+            "stop_token_ids": stop_token_ids(tokenizer, model),
+            "probe_max_abs_logit_difference": diff,
+            "ctranslate2": ctranslate2.__version__,
+        }
+        write_json(record, tmp / ENGINE_FILE)
+    LOG.info("converted %s -> %s (probe logits differ by %.2g)", model_dir, out_dir, diff)
+    return record
+
+
+# ============================================================================================ the two backends
+class TransformersGenerator:
+    """The reference path: ``model.generate`` (``lib.generation``) on the job's device and precision."""
+
+    backend = "transformers"
+
+    def __init__(self, model_dir: str | Path, compute: ComputeConfig) -> None:
+        self.source = str(model_dir)
+        self.model, self.tokenizer, self.precision = load_lm(model_dir, compute)
+
+    def generate(
+        self, prompts: Sequence[str], settings: GenerationSettings, seed: int = 0, desc: str = "generate"
+    ) -> list[list[str]]:
+        with self.precision.autocast():
+            return generate(self.model, self.tokenizer, prompts, settings, seed=seed, desc=desc)
+
+
+class CT2Generator:
+    """CTranslate2 on a ``convert_checkpoint`` directory. Sampling is seeded by opening a fresh engine after
+    ``ctranslate2.set_random_seed(seed)`` (its sampler is seeded on first use), so a sampled call depends only on its
+    seed, prompts and settings, never on what ran before."""
+
+    backend = "ctranslate2"
+
+    def __init__(self, engine_dir: str | Path, device: torch.device, precision: str) -> None:
+        self.dir = Path(engine_dir)
+        record = json.loads((self.dir / ENGINE_FILE).read_text())
+        self.source, self.stop_ids = record["source"], [int(i) for i in record["stop_token_ids"]]
+        self.tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(str(self.dir / "tokenizer")))
+        self.options = {
+            "device": device.type, "device_index": device.index or 0, "compute_type": COMPUTE_TYPES[precision],
+            "intra_threads": torch.get_num_threads() if device.type == "cpu" else 0,
+        }  # fmt: skip
+        self.engine: Any = None
+
+    def open(self, seed: int | None = None) -> None:
+        import ctranslate2
+
+        self.engine = None  # release the previous engine (and its threads) first
+        if seed is not None:
+            ctranslate2.set_random_seed(seed)
+        self.engine = ctranslate2.Generator(str(self.dir), **self.options)
+
+    def decoding_options(self, settings: GenerationSettings) -> dict[str, Any]:
+        kw: dict[str, Any] = {
+            "max_length": settings.max_new_tokens,  # new tokens only (the prompt is not counted)
+            "end_token": self.stop_ids,
+            "return_end_token": True,  # keep the stop token, as transformers does
+        }
+        if settings.do_sample:
+            kw.update(sampling_topk=settings.top_k, sampling_topp=settings.top_p,
+                      sampling_temperature=settings.temperature)  # fmt: skip
+        else:
+            kw.update(sampling_topk=1)  # argmax
+        return kw
+
+    def run_batch(self, batch: list[list[int]], kw: dict[str, Any]) -> list[list[int]]:
+        """New token ids for each prompt. A one-token prompt cannot share a call with longer ones (CTranslate2 then
+        echoes the prompts), so those go in a call of their own that returns the prompt token first."""
+        out: list[list[int]] = [[] for _ in batch]
+        single = [j for j, ids in enumerate(batch) if len(ids) == 1]
+        longer = [j for j, ids in enumerate(batch) if len(ids) > 1]
+        for rows, with_prompt in ((single, True), (longer, False)):
+            if not rows:
+                continue
+            tokens = [self.tokenizer.convert_ids_to_tokens(batch[j]) for j in rows]
+            results = self.engine.generate_batch(tokens, include_prompt_in_result=with_prompt, **kw)
+            for j, res in zip(rows, results, strict=True):
+                out[j] = list(res.sequences_ids[0][1:] if with_prompt else res.sequences_ids[0])
+        return out
+
+    def generate_ids(
+        self, prompts: Sequence[str], settings: GenerationSettings, seed: int = 0, desc: str = "generate"
+    ) -> list[list[Continuation]]:
+        encoded = encode_prompts(self.tokenizer, prompts, settings.max_prompt_tokens)
+        if settings.do_sample or self.engine is None:
+            self.open(seed)
+        kw, k, stop = self.decoding_options(settings), settings.num_return_sequences, set(self.stop_ids)
+        results: list[list[Continuation]] = [[] for _ in prompts]
+        for idx in tqdm(length_sorted_batches(encoded, settings.batch_size), desc=desc, mininterval=5):
+            rows = [i for i in idx for _ in range(k)]  # k continuations per prompt, in order
+            for i, new in zip(rows, self.run_batch([encoded[i] for i in rows], kw), strict=True):
+                results[i].append(Continuation(encoded[i], cut_at_stop(new, stop)))
+        return results
+
+    def generate(
+        self, prompts: Sequence[str], settings: GenerationSettings, seed: int = 0, desc: str = "generate"
+    ) -> list[list[str]]:
+        return decode_continuations(self.tokenizer, self.generate_ids(prompts, settings, seed, desc))
+
+
+def ctranslate2_runs_on(device: torch.device, precision: str) -> str | None:
+    """None when CTranslate2 can generate on ``device`` in ``precision``, else why not."""
+    import ctranslate2
+
+    if device.type == "cuda" and ctranslate2.get_cuda_device_count() == 0:
+        return f"the installed CTranslate2 {ctranslate2.__version__} sees no CUDA device"
+    supported = ctranslate2.get_supported_compute_types(device.type, device.index or 0)
+    if COMPUTE_TYPES[precision] not in supported:
+        return f"CTranslate2 has no {COMPUTE_TYPES[precision]} on {device} (it has {sorted(supported)})"
+    return None
+
+
+def open_generator(
+    cfg: EngineConfig, model_dir: str | Path, engine_dir: str | Path | None, compute: ComputeConfig
+) -> TextGenerator:
+    """The configured backend for one checkpoint (``engine_dir``: its ``convert_engine`` output)."""
+    if cfg.backend == "transformers":
+        return TransformersGenerator(model_dir, compute)
+    device = pick_device(compute.device)
+    why_not = ctranslate2_runs_on(device, compute.precision)
+    if why_not is not None:
+        LOG.warning("generation.backend=ctranslate2: %s; generating with transformers instead", why_not)
+        return TransformersGenerator(model_dir, compute)
+    if engine_dir is None:
+        raise ValueError(f"generation.backend=ctranslate2 needs the converted checkpoint of {model_dir}")
+    LOG.info("generating with CTranslate2 from %s on %s (%s)", engine_dir, device, COMPUTE_TYPES[compute.precision])
+    return CT2Generator(engine_dir, device, compute.precision)
