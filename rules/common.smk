@@ -91,6 +91,16 @@ def canonical(value):
 # device and numerics of every model job (compute.device, compute.precision)
 COMPUTE = canonical(config["compute"])
 
+# frozen checkpoints generate through generation.backend (workflow_scripts/lib/engine.py); with ctranslate2 the jobs
+# that generate take each checkpoint's conversion (rule convert_engine) as an input
+GENERATION = canonical(config["generation"])
+
+
+def engine_input(name, model):
+    """``{name: results/<model>/ctranslate2}`` when the backend needs the converted checkpoint, else nothing."""
+    return {name: f"results/{model}/ctranslate2"} if GENERATION["backend"] == "ctranslate2" else {}
+
+
 # conda env of the model rules (gpu=1): torch's CUDA build when the config asks for CUDA (envs/README.md); `auto`
 # keeps the CPU env so laptop conda users do not pull several GB of CUDA libraries
 MODEL_ENV = "../envs/pipeline-cuda.yaml" if config["compute"]["device"] == "cuda" else "../envs/pipeline.yaml"

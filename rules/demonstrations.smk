@@ -5,12 +5,15 @@ rule demonstrations:
         non_expert=f"results/{config['demonstrations']['non_expert']}/model",
         train="results/data/train.parquet",
         eval="results/data/eval.parquet",
+        **engine_input("expert_engine", "rlhf"),
+        **engine_input("non_expert_engine", config["demonstrations"]["non_expert"]),
         **HUB_INPUT,
     output:
         train="results/demonstrations/train.parquet",
         eval="results/demonstrations/eval.parquet",
     params:
         compute=COMPUTE,
+        generation=GENERATION,
         demonstrations=canonical(config["demonstrations"]),
         gt_classifier=with_resolved_wheel(config["gt_classifier"]),
     log:

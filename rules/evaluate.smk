@@ -5,11 +5,13 @@ rule evaluate:
         model="results/{model}/model",
         eval="results/data/eval.parquet",
         rtp="results/data/rtp_prompts.parquet",
+        **engine_input("engine", "{model}"),
         **HUB_INPUT,
     output:
         generations="results/eval/{model}.parquet",
     params:
         compute=COMPUTE,
+        generation=GENERATION,
         evaluation=evaluate_params(),
         gt_classifier=with_resolved_wheel(config["gt_classifier"]),
     log:

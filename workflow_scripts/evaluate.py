@@ -7,18 +7,23 @@ from typing import Any
 from workflow_scripts.lib.common import run_snakemake_job
 from workflow_scripts.lib.compute import ComputeConfig
 from workflow_scripts.lib.config import from_config
+from workflow_scripts.lib.engine import EngineConfig, open_generator
 from workflow_scripts.lib.evaluation import JigsawEvalConfig, RTPEvalConfig, evaluate_model
 from workflow_scripts.lib.toxicity import load_scorer
 
 
 def _snakemake(smk: Any) -> None:
     ev = smk.params.evaluation
+    jigsaw = from_config(JigsawEvalConfig, "evaluation.jigsaw", ev["jigsaw"])
+    rtp = from_config(RTPEvalConfig, "evaluation.rtp", ev["rtp"])
+    gt_scorer, eval_scorer = load_scorer(smk.params.gt_classifier), load_scorer(ev["classifier"])
+    generator = open_generator(
+        from_config(EngineConfig, "generation", smk.params.generation), smk.input.model,
+        smk.input.get("engine"), from_config(ComputeConfig, "compute", smk.params.compute),
+    )  # fmt: skip
     evaluate_model(
-        from_config(JigsawEvalConfig, "evaluation.jigsaw", ev["jigsaw"]),
-        from_config(RTPEvalConfig, "evaluation.rtp", ev["rtp"]),
-        ev["seed"], smk.input.model, smk.input.eval, smk.input.rtp, smk.output.generations,
-        load_scorer(smk.params.gt_classifier), load_scorer(ev["classifier"]), smk.wildcards.model,
-        from_config(ComputeConfig, "compute", smk.params.compute),
+        jigsaw, rtp, ev["seed"], generator, smk.input.eval, smk.input.rtp, smk.output.generations,
+        gt_scorer, eval_scorer, smk.wildcards.model,
     )  # fmt: skip
 
 

@@ -12,15 +12,15 @@ changed. The paper's non-expert is the base model, which also differs in everyth
 """
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from workflow_scripts.lib.common import seed_everything, write_parquet
-from workflow_scripts.lib.compute import ComputeConfig
-from workflow_scripts.lib.generation import GenerationSettings, generate
-from workflow_scripts.lib.lm import load_lm
+from workflow_scripts.lib.engine import TextGenerator
+from workflow_scripts.lib.generation import GenerationSettings
 from workflow_scripts.lib.text_data import stratified_subsample
 from workflow_scripts.lib.toxicity import ToxicityScorer
 
@@ -58,13 +58,13 @@ def select_prompts(df: pd.DataFrame, n: int | None, seed: int, path: str | Path)
 
 def make_demonstrations(
     cfg: DemoConfig,
-    expert_dir: str | Path,
-    non_expert_dir: str | Path,
+    open_model: Callable[[str], TextGenerator],
     splits: dict[str, tuple[str | Path, str | Path]],
     gt_scorer: ToxicityScorer,
-    compute: ComputeConfig | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """``splits`` maps split name -> (prompt parquet, output parquet); both models complete every selected prompt."""
+    """``splits`` maps split name -> (prompt parquet, output parquet); both models complete every selected prompt.
+    ``open_model(role)`` opens the ``expert`` or ``non_expert`` checkpoint (``engine.open_generator``), one at a
+    time."""
     seed_everything(cfg.seed)
     selected = {
         name: select_prompts(pd.read_parquet(src), cfg.n_train if name == "train" else cfg.n_eval, cfg.seed, src)
@@ -72,13 +72,14 @@ def make_demonstrations(
     }
     settings = GenerationSettings(max_new_tokens=cfg.max_new_tokens, do_sample=False, batch_size=cfg.batch_size)
     completions: dict[str, dict[str, list[str]]] = {name: {} for name in splits}
-    for role, model_dir in (("expert", expert_dir), ("non_expert", non_expert_dir)):
-        model, tokenizer, precision = load_lm(model_dir, compute)
+    sources = {}
+    for role in ("expert", "non_expert"):
+        generator = open_model(role)
+        sources[role] = generator.source
         for name, df in selected.items():
-            with precision.autocast():
-                out = generate(model, tokenizer, df["prompt"].tolist(), settings, desc=f"{role} {name}")
+            out = generator.generate(df["prompt"].tolist(), settings, desc=f"{role} {name}")
             completions[name][role] = [c[0] for c in out]
-        del model
+        del generator
     frames = {}
     for name, df in selected.items():
         frame = pd.DataFrame(
@@ -94,8 +95,8 @@ def make_demonstrations(
         )
         frame["gt_toxicity_expert"] = gt_scorer.p_toxic(frame["expert"].tolist())
         frame["gt_toxicity_non_expert"] = gt_scorer.p_toxic(frame["non_expert"].tolist())
-        frame["expert_model"] = str(expert_dir)
-        frame["non_expert_model"] = str(non_expert_dir)
+        frame["expert_model"] = sources["expert"]
+        frame["non_expert_model"] = sources["non_expert"]
         frame["max_new_tokens"] = cfg.max_new_tokens
         frame["decoding"] = "greedy"
         frame = frame[DEMO_COLUMNS]

@@ -83,17 +83,42 @@ def probe_difference(model: Any, tokenizer: Any, engine: Any) -> float:
     return float(np.abs(ref - got).max())
 
 
+def transformers_converter(model_dir: str | Path) -> Any:
+    """CTranslate2's converter for a transformers checkpoint, with the two names transformers 5 renamed that its
+    GPT-NeoX (Pythia) loader still reads: ``config.rotary_pct`` (now ``rope_parameters["partial_rotary_factor"]``) and
+    the output layer ``embed_out`` (now the model's output embeddings); a tokenizer without an unknown token gets
+    EOS's name for it. The logit probe checks the result."""
+    from ctranslate2.converters import TransformersConverter
+
+    class Converter(TransformersConverter):
+        def load_model(self, model_class: Any, path: str, **kwargs: Any) -> Any:
+            model = super().load_model(model_class, path, **kwargs)
+            config = model.config
+            if config.model_type == "gpt_neox" and not hasattr(config, "rotary_pct"):
+                config.rotary_pct = (getattr(config, "rope_parameters", None) or {}).get("partial_rotary_factor", 1.0)
+            if config.model_type == "gpt_neox" and not hasattr(model, "embed_out"):
+                model.embed_out = model.get_output_embeddings()
+            return model
+
+        def load_tokenizer(self, tokenizer_class: Any, path: str, **kwargs: Any) -> Any:
+            tokenizer = super().load_tokenizer(tokenizer_class, path, **kwargs)
+            if tokenizer.unk_token is None:  # CTranslate2 needs a name for it; generation never emits it
+                tokenizer.unk_token = tokenizer.eos_token
+            return tokenizer
+
+    return Converter(str(model_dir))
+
+
 def convert_checkpoint(model_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     """Convert a checkpoint for CTranslate2 into ``out_dir`` (atomically): ``model.bin`` with the weights as stored
     (no quantization), the prepared tokenizer in ``tokenizer/``, and ``engine.json`` recording the source
     checkpoint's fingerprint, its stop tokens and the probe difference. Raises before anything appears when the
     converted model's logits differ from the checkpoint's by more than ``PROBE_TOLERANCE``."""
     import ctranslate2
-    from ctranslate2.converters import TransformersConverter
 
     model, tokenizer = load_causal_lm(model_dir, device="cpu")
     with atomic_path(out_dir, is_dir=True) as tmp:
-        TransformersConverter(str(model_dir)).convert(str(tmp), quantization=None, force=True)
+        transformers_converter(model_dir).convert(str(tmp), quantization=None, force=True)
         tokenizer.save_pretrained(tmp / "tokenizer")
         engine = ctranslate2.Generator(str(tmp), device="cpu", compute_type="float32")
         diff = probe_difference(model, tokenizer, engine)
@@ -144,6 +169,7 @@ class CT2Generator:
         record = json.loads((self.dir / ENGINE_FILE).read_text())
         self.source, self.stop_ids = record["source"], [int(i) for i in record["stop_token_ids"]]
         self.tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(str(self.dir / "tokenizer")))
+        self.start_token = json.loads((self.dir / "config.json").read_text()).get("bos_token")
         self.options = {
             "device": device.type, "device_index": device.index or 0, "compute_type": COMPUTE_TYPES[precision],
             "intra_threads": torch.get_num_threads() if device.type == "cpu" else 0,
@@ -173,7 +199,8 @@ class CT2Generator:
 
     def run_batch(self, batch: list[list[int]], kw: dict[str, Any]) -> list[list[int]]:
         """New token ids for each prompt. A one-token prompt cannot share a call with longer ones (CTranslate2 then
-        echoes the prompts), so those go in a call of their own that returns the prompt token first."""
+        echoes the prompts), so those go in a call of their own with ``include_prompt_in_result``, whose results start
+        with the prompt token unless it is the model's start (BOS) token."""
         out: list[list[int]] = [[] for _ in batch]
         single = [j for j, ids in enumerate(batch) if len(ids) == 1]
         longer = [j for j, ids in enumerate(batch) if len(ids) > 1]
@@ -182,8 +209,9 @@ class CT2Generator:
                 continue
             tokens = [self.tokenizer.convert_ids_to_tokens(batch[j]) for j in rows]
             results = self.engine.generate_batch(tokens, include_prompt_in_result=with_prompt, **kw)
-            for j, res in zip(rows, results, strict=True):
-                out[j] = list(res.sequences_ids[0][1:] if with_prompt else res.sequences_ids[0])
+            for j, tok, res in zip(rows, tokens, results, strict=True):
+                echoed = with_prompt and tok[0] != self.start_token
+                out[j] = list(res.sequences_ids[0][1:] if echoed else res.sequences_ids[0])
         return out
 
     def generate_ids(

@@ -16,9 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from workflow_scripts.lib.common import read_table, seed_everything, write_parquet
-from workflow_scripts.lib.compute import ComputeConfig
-from workflow_scripts.lib.generation import GenerationSettings, generate
-from workflow_scripts.lib.lm import load_lm
+from workflow_scripts.lib.engine import TextGenerator
+from workflow_scripts.lib.generation import GenerationSettings
 from workflow_scripts.lib.toxicity import ToxicityScorer, is_toxic
 
 LOG = logging.getLogger("irl_llms.evaluate")
@@ -49,26 +48,26 @@ def evaluate_model(
     jcfg: JigsawEvalConfig,
     rcfg: RTPEvalConfig,
     seed: int,
-    model_dir: str | Path,
+    generator: TextGenerator,
     eval_path: str | Path,
     rtp_path: str | Path,
     out_path: str | Path,
     gt_scorer: ToxicityScorer,
     eval_scorer: ToxicityScorer,
     model_name: str,
-    compute: ComputeConfig | None = None,
 ) -> pd.DataFrame:
+    """Generate under both protocols with ``generator`` (``engine.open_generator``: the configured backend on one
+    checkpoint), score every generation with both classifiers, write ``out_path``."""
     jig_prompts = read_table(eval_path, ("id", "prompt"), "prompts to evaluate")
     rtp_prompts = read_table(rtp_path, ("id", "prompt"), "prompts to evaluate")
     rtp_prompts = rtp_prompts.head(rcfg.n_prompts)
     seed_everything(seed)
-    model, tokenizer, precision = load_lm(model_dir, compute)
 
     start = time.perf_counter()
     greedy = GenerationSettings(max_new_tokens=jcfg.max_new_tokens, do_sample=False, batch_size=jcfg.batch_size)
-    with precision.autocast():
-        jig_out = generate(model, tokenizer, jig_prompts["prompt"].tolist(), greedy, desc=f"{model_name} jigsaw")
-    LOG.info("jigsaw-style: %d greedy continuations in %.0f s", len(jig_out), time.perf_counter() - start)
+    jig_out = generator.generate(jig_prompts["prompt"].tolist(), greedy, desc=f"{model_name} jigsaw")
+    LOG.info("jigsaw-style: %d greedy continuations in %.0f s (%s)", len(jig_out), time.perf_counter() - start,
+             generator.backend)  # fmt: skip
     jig = pd.DataFrame(
         {
             "protocol": "jigsaw",
@@ -89,10 +88,7 @@ def evaluate_model(
         num_return_sequences=rcfg.k,
         batch_size=rcfg.batch_size,
     )
-    with precision.autocast():
-        rtp_out = generate(
-            model, tokenizer, rtp_prompts["prompt"].tolist(), sampled, seed=seed, desc=f"{model_name} rtp"
-        )
+    rtp_out = generator.generate(rtp_prompts["prompt"].tolist(), sampled, seed=seed, desc=f"{model_name} rtp")
     LOG.info("rtp-style: %d x %d sampled continuations in %.0f s", len(rtp_out), rcfg.k, time.perf_counter() - start)
     rtp = pd.DataFrame(
         [

@@ -1,0 +1,15 @@
+"""Rule ``convert_engine``: a checkpoint converted for CTranslate2 -> ``results/{model}/ctranslate2/``
+(``workflow_scripts.lib.engine``)."""
+
+from typing import Any
+
+from workflow_scripts.lib.common import run_snakemake_job
+from workflow_scripts.lib.engine import convert_checkpoint
+
+
+def _snakemake(smk: Any) -> None:
+    convert_checkpoint(smk.input.model, smk.output.engine)
+
+
+if __name__ == "__main__":
+    run_snakemake_job(snakemake, _snakemake)  # type: ignore[name-defined]  # noqa: F821
