@@ -24,6 +24,7 @@ from workflow_scripts.lib.ppo import HydraPolicy, PPOTrainer
 from workflow_scripts.lib.ppo_math import (
     AdaptiveKLController,
     FixedKLController,
+    RolloutView,
     RunningMoments,
     collate_rollouts,
     gae_advantages,
@@ -195,17 +196,34 @@ def test_hydra_policy_and_reference_equal_the_full_model_before_training(tiny_mo
     torch.manual_seed(0)
     policy = HydraPolicy(model, 1)
     with torch.no_grad():
-        bottom = policy.bottom_hidden(ids, mask)
-        logits, logprobs, values = policy.forward(bottom, mask, ids, prompt_w)
-        ref_logprobs = policy.reference_logprobs(bottom, mask, ids, prompt_w)
-    # cached bottom + trainable top == the whole model, at the positions that predict response tokens
-    assert torch.equal(logits, full[:, prompt_w - 1 : -1].float())
+        view = RolloutView(ids, mask, resp_mask, prompt_w, policy.bottom_hidden(ids, mask))
+        logits, logprobs, values = policy.forward(view)
+        ref_logprobs = policy.reference_logprobs(view)
+    # cached bottom + trainable top == the whole model, at the positions that predict generated tokens (only there)
+    assert torch.equal(logits, full[:, prompt_w - 1 : -1][resp_mask.bool()].float())
+    assert logprobs[resp_mask == 0].eq(0).all()
     assert torch.equal(ref_logprobs, logprobs) and values.shape == resp_mask.shape
     # only the top block (+ final norm, + untied head) and the value head are optimised
     trainable = {id(p) for p in policy.parameters()}
     assert all(id(p) not in trainable for p in policy.bottom.parameters())
     assert all(id(p) in trainable for p in [*policy.top.parameters(), *policy.value_head.parameters()])
     assert not any(p.requires_grad for p in policy.ref_top.parameters())
+
+
+def test_rollout_reuses_the_bottom_that_generation_computed(tiny_model_dir: Path) -> None:
+    """The frozen bottom's output kept by generate equals a fresh bottom pass at every position the update reads, so
+    the rollout phase does not run the bottom twice."""
+    model, tok = load_causal_lm(tiny_model_dir)
+    trainer = PPOTrainer(tiny_cfg(num_layers_unfrozen=1), model, tok, length_reward, PROMPTS)
+    batch, _, _, _ = trainer.make_rollouts()
+    with torch.no_grad():
+        fresh = trainer.policy.bottom_hidden(batch.input_ids, batch.attention_mask)
+    # every real token except each row's last (it predicts nothing the loss reads; generate never fed it)
+    real = batch.attention_mask.bool().clone()
+    last = batch.prompt_width + batch.response_mask.sum(1).long() - 1
+    real[torch.arange(len(real)), last] = False
+    torch.testing.assert_close(batch.bottom_hidden[real], fresh[real], rtol=1e-4, atol=1e-5)
+    assert not batch.bottom_hidden[real].eq(0).all(-1).any()
 
 
 def test_frozen_layers_stay_frozen_and_reference_is_fixed(tiny_model_dir: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pandas as pd
@@ -53,8 +54,7 @@ def test_ppo_iteration_in_mixed_precision(tiny_model_dir: Path, name: str) -> No
     batch, _, _, _ = trainer.make_rollouts()
     # the rollout's log-probs were computed in half precision: close to, but not the same as, an fp32 recomputation
     with torch.no_grad():
-        _, logprobs32, _ = trainer.policy.forward(batch.bottom_hidden.float(), batch.attention_mask, batch.input_ids,
-                                                  batch.prompt_width)  # fmt: skip
+        _, logprobs32, _ = trainer.policy.forward(dataclasses.replace(batch, bottom_hidden=batch.bottom_hidden.float()))
     mask = batch.response_mask.bool()
     assert 0 < (batch.logprobs[mask] - logprobs32[mask]).abs().max() < 0.1
     log = trainer.train()  # 2 iterations, 8 optimizer steps

@@ -102,10 +102,13 @@ class NucleusSampler(LogitsProcessor):
 @dataclass
 class Continuation:
     """One generated continuation: the (truncated) prompt ids and the response ids up to and including the first
-    stop token (later padding removed), exactly as sampled, so RL code never re-tokenises decoded text."""
+    stop token (later padding removed), exactly as sampled, so RL code never re-tokenises decoded text. With
+    ``generate_ids(hidden_layer=n)``: ``hidden`` [prompt + response tokens, H], the input of block ``n`` at each
+    position as generate computed it (the last response token, never fed back, gets zeros)."""
 
     prompt_ids: list[int]
     response_ids: list[int]
+    hidden: torch.Tensor | None = None
 
 
 def encode_prompts(
@@ -145,10 +148,12 @@ def generate_ids(
     seed: int = 0,
     progress: bool = True,
     desc: str = "generate",
+    hidden_layer: int | None = None,
 ) -> list[list[Continuation]]:
     """Continue every prompt; ``num_return_sequences`` continuations per prompt, in prompt order.
 
     Sampling is seeded per batch (``seed`` + batch index) so results do not depend on what ran before.
+    ``hidden_layer``: also keep each continuation's hidden states at that depth (PPO caches its frozen bottom so).
     """
     encoded = encode_prompts(tokenizer, prompts, settings.max_prompt_tokens)
     device = next(model.parameters()).device
@@ -166,12 +171,26 @@ def generate_ids(
             attention_mask=attention.to(device),
             eos_token_id=stop_list,
             pad_token_id=pad_id,
+            return_dict_in_generate=True,
+            output_hidden_states=hidden_layer is not None,
             **settings.generate_kwargs(seed + b),  # sampling seeded per batch
         )
-        new_tokens = out[:, input_ids.shape[1] :].cpu().tolist()
-        for i, new in zip(rows, new_tokens, strict=True):
-            results[i].append(Continuation(encoded[i], cut_at_stop(new, stop_set)))
+        new_tokens = out.sequences[:, input_ids.shape[1] :].cpu().tolist()
+        for r, (i, new) in enumerate(zip(rows, new_tokens, strict=True)):
+            cont = Continuation(encoded[i], cut_at_stop(new, stop_set))
+            if hidden_layer is not None:
+                cont.hidden = continuation_hidden(out.hidden_states, hidden_layer, r, cont)
+            results[i].append(cont)
     return results
+
+
+def continuation_hidden(steps: tuple, layer: int, row: int, cont: Continuation) -> torch.Tensor:
+    """Row ``row`` of generate's per-step hidden states at depth ``layer``, unpadded: step 0 holds the (left-padded)
+    prompt, step t the token fed at step t (response token t - 1)."""
+    prompt = steps[0][layer][row, steps[0][layer].shape[1] - len(cont.prompt_ids) :]
+    fed = [steps[t][layer][row] for t in range(1, len(cont.response_ids))]
+    last = torch.zeros_like(prompt[:1])
+    return torch.cat([prompt, *fed, last]).cpu()
 
 
 def decode_continuations(tokenizer: PreTrainedTokenizerBase, conts: list[list[Continuation]]) -> list[list[str]]:

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from workflow_scripts.lib.common import atomic_path
@@ -42,14 +43,15 @@ from workflow_scripts.lib.generation import Continuation, GenerationSettings, ge
 from workflow_scripts.lib.lm import freeze_bottom_layers, model_fingerprint, run_blocks, split_backbone
 from workflow_scripts.lib.ppo_math import (
     RolloutBatch,
+    RolloutView,
     RunningMoments,
     ValueHead,
+    collate_hidden,
     collate_rollouts,
     entropy_from_logits,
     gae_advantages,
     kl_controller,
     kl_penalised_rewards,
-    logprobs_from_logits,
     masked_mean,
     masked_whiten,
     ppo_losses,
@@ -151,25 +153,27 @@ class HydraPolicy:
     def bottom_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return run_blocks(self.model, self.bottom, None, attention_mask, input_ids=input_ids)
 
-    def _response_head(self, hidden: torch.Tensor, prompt_w: int, input_ids: torch.Tensor, head: torch.nn.Module):
-        h = hidden[:, prompt_w - 1 : -1]  # position prompt_w - 1 + t predicts response token t
-        logits = head(h).float()
-        return logits, logprobs_from_logits(logits, input_ids[:, prompt_w:]), h
+    def _response_head(self, hidden: torch.Tensor, batch: RolloutView, head: torch.nn.Module):
+        """Logits only where the loss reads them (generated tokens, not the padding after a stop token) and the
+        log-probs of those tokens ([B, R], 0 on padding); also the hidden states of the response columns."""
+        h = hidden[:, batch.prompt_width - 1 : -1]  # position prompt_width - 1 + t predicts response token t
+        keep = batch.response_mask.bool()
+        logits = head(h[keep]).float()  # [generated tokens, V]
+        targets = batch.input_ids[:, batch.prompt_width :][keep]
+        logprobs = torch.zeros(keep.shape, dtype=logits.dtype, device=logits.device)
+        logprobs[keep] = -F.cross_entropy(logits, targets, reduction="none")
+        return logits, logprobs, h
 
-    def forward(
-        self, bottom_hidden: torch.Tensor, attention_mask: torch.Tensor, input_ids: torch.Tensor, prompt_w: int
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(logits, logprobs, values) of the response tokens under the current policy."""
-        hidden = run_blocks(self.model, self.top, self.norm, attention_mask, hidden=bottom_hidden)
-        logits, logprobs, h = self._response_head(hidden, prompt_w, input_ids, self.head)
+    def forward(self, batch: RolloutView) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(logits of generated tokens [N, V], logprobs [B, R], values [B, R]) under the current policy."""
+        hidden = run_blocks(self.model, self.top, self.norm, batch.attention_mask, hidden=batch.bottom_hidden)
+        logits, logprobs, h = self._response_head(hidden, batch, self.head)
         return logits, logprobs, self.value_head(h).float()
 
     @torch.no_grad()
-    def reference_logprobs(
-        self, bottom_hidden: torch.Tensor, attention_mask: torch.Tensor, input_ids: torch.Tensor, prompt_w: int
-    ) -> torch.Tensor:
-        hidden = run_blocks(self.model, self.ref_top, self.ref_norm, attention_mask, hidden=bottom_hidden)
-        return self._response_head(hidden, prompt_w, input_ids, self.ref_head)[1]
+    def reference_logprobs(self, batch: RolloutView) -> torch.Tensor:
+        hidden = run_blocks(self.model, self.ref_top, self.ref_norm, batch.attention_mask, hidden=batch.bottom_hidden)
+        return self._response_head(hidden, batch, self.ref_head)[1]
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """The model's trainable weights (the frozen rest is the initial checkpoint, identified by its fingerprint)."""
@@ -181,15 +185,20 @@ def score_rollouts(
     policy: HydraPolicy, conts: Sequence[Continuation], pad_id: int, scores: torch.Tensor, kl_coef: float,
     cfg: PPOConfig, precision: Precision,
 ) -> tuple[RolloutBatch, dict[str, float]]:  # fmt: skip
-    """The rollouts as a batch with old log-probs and values, KL-penalised rewards and whitened GAE advantages."""
+    """The rollouts as a batch with old log-probs and values, KL-penalised rewards and whitened GAE advantages. The
+    frozen bottom's output is taken from generation when it kept it (``Continuation.hidden``), else computed."""
     ids, attn, resp_mask, prompt_w = collate_rollouts(conts, pad_id)
     ids, attn, resp_mask = ids.to(policy.device), attn.to(policy.device), resp_mask.to(policy.device)
     with torch.no_grad():  # the rollout phase: no graph; the update recomputes what it differentiates
         with precision.autocast():
-            bottom = policy.bottom_hidden(ids, attn)
-            logits, logprobs, values = policy.forward(bottom, attn, ids, prompt_w)
-            ref_logprobs = policy.reference_logprobs(bottom, attn, ids, prompt_w)
-        entropy = masked_mean(entropy_from_logits(logits), resp_mask)
+            if all(c.hidden is not None for c in conts):
+                bottom = collate_hidden(conts, prompt_w, resp_mask.shape[1]).to(policy.device)
+            else:
+                bottom = policy.bottom_hidden(ids, attn)
+            view = RolloutView(ids, attn, resp_mask, prompt_w, bottom)
+            logits, logprobs, values = policy.forward(view)
+            ref_logprobs = policy.reference_logprobs(view)
+        entropy = entropy_from_logits(logits).mean()
         rewards, kl = kl_penalised_rewards(scores.to(policy.device), logprobs, ref_logprobs, resp_mask, kl_coef)
         advantages, returns = gae_advantages(values, rewards, resp_mask, cfg.gamma, cfg.lam)
         advantages = masked_whiten(advantages, resp_mask)
@@ -224,7 +233,7 @@ def ppo_update(
         for mb_idx in perm.split(cfg.batch_size):
             mb = batch.rows(mb_idx.to(policy.device))
             with precision.autocast():
-                _, logprobs, values = policy.forward(mb.bottom_hidden, mb.attention_mask, mb.input_ids, mb.prompt_width)
+                _, logprobs, values = policy.forward(mb)
             loss, stats = ppo_losses(
                 logprobs, values, mb.logprobs, mb.values, mb.advantages, mb.returns, mb.response_mask,
                 cfg.cliprange, cfg.cliprange_value, cfg.vf_coef,
@@ -282,8 +291,9 @@ class PPOTrainer:
         prompts = self.sample_prompts()
         start = time.perf_counter()
         seed = cfg.seed * 1_000_003 + self.iteration * 1_009
-        with self.precision.autocast():
-            generated = generate_ids(self.policy.model, self.tokenizer, prompts, self.gen, seed=seed, progress=False)
+        with self.precision.autocast():  # generation keeps the frozen bottom's output: the update starts from it
+            generated = generate_ids(self.policy.model, self.tokenizer, prompts, self.gen, seed=seed, progress=False,
+                                     hidden_layer=len(self.policy.bottom))  # fmt: skip
         conts = [c[0] for c in generated]
         gen_seconds = time.perf_counter() - start
         completions = self.tokenizer.batch_decode([c.response_ids for c in conts], skip_special_tokens=True)

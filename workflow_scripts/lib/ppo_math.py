@@ -27,12 +27,7 @@ from workflow_scripts.lib.generation import Continuation
 from workflow_scripts.lib.lm import pad
 
 
-# ============================================================================================ log-probs, masked ops
-def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """log p(token) under ``logits`` ([..., V]) for each ``tokens`` ([...])."""
-    return torch.gather(F.log_softmax(logits, dim=-1), -1, tokens.unsqueeze(-1)).squeeze(-1)
-
-
+# ============================================================================================ entropy, masked ops
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     logp = F.log_softmax(logits, dim=-1)
     return -(logp.exp() * logp).sum(-1)
@@ -195,15 +190,21 @@ class ValueHead(torch.nn.Module):
 
 
 @dataclass
-class RolloutBatch:
-    """A batch of rollouts laid out as [left-padded prompt | right-padded response] (``collate_rollouts``), with
-    what the update needs from the rollout phase."""
+class RolloutView:
+    """What a policy pass reads: rows laid out as [left-padded prompt | right-padded response]
+    (``collate_rollouts``) and the frozen bottom's output for them."""
 
     input_ids: torch.Tensor  # [B, P + R]
     attention_mask: torch.Tensor  # [B, P + R]
     response_mask: torch.Tensor  # [B, R] float, 1 on generated tokens (up to and including the stop token)
     prompt_width: int
     bottom_hidden: torch.Tensor  # [B, P + R, H] cached output of the frozen bottom blocks
+
+
+@dataclass
+class RolloutBatch(RolloutView):
+    """A batch of rollouts (a ``RolloutView``) with what the update needs from the rollout phase."""
+
     logprobs: torch.Tensor  # [B, R] old policy
     values: torch.Tensor  # [B, R] old values
     advantages: torch.Tensor  # [B, R] whitened
@@ -212,6 +213,17 @@ class RolloutBatch:
     def rows(self, idx: torch.Tensor) -> RolloutBatch:
         take = {k: (v[idx] if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
         return RolloutBatch(**take)
+
+
+def collate_hidden(conts: Sequence[Continuation], prompt_width: int, response_width: int) -> torch.Tensor:
+    """The continuations' cached hidden states (``Continuation.hidden``) in the ``collate_rollouts`` layout, zeros on
+    padding (masked everywhere downstream)."""
+    first = conts[0].hidden
+    out = torch.zeros(len(conts), prompt_width + response_width, first.shape[-1], dtype=first.dtype)
+    for row, c in enumerate(conts):
+        n_prompt, n_resp = len(c.prompt_ids), len(c.response_ids)
+        out[row, prompt_width - n_prompt : prompt_width + n_resp] = c.hidden
+    return out
 
 
 def collate_rollouts(

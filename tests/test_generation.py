@@ -1,0 +1,232 @@
+"""Generation backends are exact: the nucleus sampler filters like transformers' warpers and draws from that
+distribution; CTranslate2 decodes greedily token for token like ``generate`` and samples each step from the same
+filtered distribution; a conversion is an artifact Snakemake does not redo."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from scipy.stats import chisquare
+from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+from conftest import REPO, TEST_CONFIG, planned_jobs, snakemake
+from workflow_scripts.lib.compute import ComputeConfig
+from workflow_scripts.lib.engine import (
+    COMPUTE_TYPES,
+    CT2Generator,
+    EngineConfig,
+    TransformersGenerator,
+    convert_checkpoint,
+    ctranslate2_runs_on,
+    open_generator,
+)
+from workflow_scripts.lib.generation import GenerationSettings, filter_logits, generate_ids, sample_filtered
+
+CPU = torch.device("cpu")
+
+
+def hf_filtered(scores: torch.Tensor, top_k: int, top_p: float, temperature: float) -> torch.Tensor:
+    """What ``generate(do_sample=True)`` samples from: its warpers in its order."""
+    scores = scores.clone()
+    if temperature != 1.0:
+        scores = TemperatureLogitsWarper(temperature)(None, scores)
+    if top_k:
+        scores = TopKLogitsWarper(top_k)(None, scores)
+    if top_p < 1.0:
+        scores = TopPLogitsWarper(top_p)(None, scores)
+    return scores
+
+
+def boundary_logits() -> list[tuple[torch.Tensor, int, float, float]]:
+    """Logits where a filter could differ: the token crossing top_p, temperature changing the nucleus, ties at the
+    k-th score, a flat row whose nucleus is far outside the first candidates, a single surviving token, -inf."""
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    crossing = torch.log(probs)  # top_p 0.7: 0.5 < 0.7 so the 0.3 token crosses and stays; 0.15 goes
+    ties = torch.tensor([[3.0, 2.0, 2.0, 2.0, 1.0, 0.0]])  # top_k 2: every token tied with the 2nd stays
+    gen = torch.Generator().manual_seed(0)
+    flat = torch.randn(3, 5000, generator=gen) * 0.01  # nucleus of ~4,500 tokens
+    peaked = torch.tensor([[10.0, 0.0, -1.0, float("-inf")]])
+    wide = torch.randn(16, 49152, generator=gen) * 2.0
+    return [
+        (crossing, 0, 0.7, 1.0),
+        (crossing, 0, 0.7, 0.5),  # sharper: 0.5 -> 0.7 of the mass, the nucleus shrinks to one token
+        (crossing, 0, 0.9, 2.0),  # flatter: the nucleus grows
+        (ties, 2, 1.0, 1.0),
+        (ties, 2, 0.5, 0.7),
+        (flat, 0, 0.9, 1.0),
+        (flat, 50, 0.95, 1.3),
+        (peaked, 0, 0.1, 1.0),  # min_tokens_to_keep = 1
+        (wide, 0, 0.9, 1.0),
+        (wide, 40, 0.8, 0.7),
+        (wide, 0, 1.0, 0.8),
+    ]
+
+
+def mass_above(scores: torch.Tensor, top_k: int, temperature: float) -> torch.Tensor:
+    """In float64: the probability (after temperature and top-k) of the tokens ranked above each token."""
+    probs = hf_filtered(scores.double(), top_k, 1.0, temperature).softmax(-1)
+    sorted_probs, order = probs.sort(-1, descending=True)
+    return torch.empty_like(probs).scatter_(-1, order, sorted_probs.cumsum(-1) - sorted_probs)
+
+
+@pytest.mark.parametrize("case", range(len(boundary_logits())))
+def test_filter_equals_transformers_warpers(case: int) -> None:
+    """Same kept set and probabilities; a token may differ only where its mass-above sits on top_p within float
+    rounding (transformers sums the tail in ascending order, we sum the head), never elsewhere."""
+    scores, top_k, top_p, temperature = boundary_logits()[case]
+    ours = filter_logits(scores, top_k, top_p, temperature, m=4)  # m=4: the escalation path is taken
+    ref = hf_filtered(scores, top_k, top_p, temperature)
+    differ = torch.isinf(ours) != torch.isinf(ref)
+    assert ((mass_above(scores, top_k, temperature)[differ] - top_p).abs() < 1e-5).all()
+    assert int(differ.sum()) <= len(scores)  # at most the one boundary token per row
+    total_variation = (ours.softmax(-1) - ref.softmax(-1)).abs().sum(-1) / 2
+    assert float(total_variation.max()) < 1e-4
+
+
+def test_filter_on_the_crossing_token_keeps_it() -> None:
+    kept = ~torch.isinf(filter_logits(torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])), 0, 0.7, 1.0))
+    assert kept.tolist() == [[True, True, False, False]]
+
+
+def expected(p: np.ndarray, n: int) -> np.ndarray:
+    return p.astype(np.float64) / p.astype(np.float64).sum() * n
+
+
+def test_sampler_draws_from_the_filtered_distribution() -> None:
+    scores = filter_logits(torch.tensor([[2.0, 1.5, 1.0, 0.2, -1.0, -3.0]]), 0, 0.9, 1.0)
+    p = scores.softmax(-1)[0]
+    draws = sample_filtered(scores.expand(200_000, -1), torch.Generator().manual_seed(1))
+    counts = torch.bincount(draws, minlength=6).numpy()
+    support = p > 0
+    assert counts[~support.numpy()].sum() == 0  # never outside the nucleus
+    _, pvalue = chisquare(counts[support.numpy()], expected(p[support].numpy(), counts.sum()))
+    assert pvalue > 1e-3
+
+
+def test_sampled_generate_is_seeded_and_stays_in_the_nucleus(tiny_model_dir: Path) -> None:
+    hf = TransformersGenerator(tiny_model_dir, ComputeConfig("cpu", "fp32"))
+    prompts = ["You are", "The weather", "a"]
+    s = GenerationSettings(max_new_tokens=6, do_sample=True, top_k=20, top_p=0.8, temperature=0.9,
+                           num_return_sequences=3, batch_size=2)  # fmt: skip
+    first = generate_ids(hf.model, hf.tokenizer, prompts, s, seed=5, progress=False)
+    assert first == generate_ids(hf.model, hf.tokenizer, prompts, s, seed=5, progress=False)
+    assert first != generate_ids(hf.model, hf.tokenizer, prompts, s, seed=6, progress=False)
+    for per_prompt in first:
+        for c in per_prompt:
+            for t, token in enumerate(c.response_ids):
+                with torch.no_grad():
+                    logits = hf.model(input_ids=torch.tensor([c.prompt_ids + c.response_ids[:t]])).logits[:, -1]
+                assert not torch.isinf(hf_filtered(logits, 20, 0.8, 0.9)[0, token])
+
+
+# ============================================================================================ CTranslate2
+@pytest.fixture(scope="module")
+def tiny_engine(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("engine") / "ctranslate2"
+    record = convert_checkpoint(tiny_model_dir, out)
+    assert record["probe_max_abs_logit_difference"] < 1e-4
+    return out
+
+
+PROMPTS = ["", "a", "You", "You are", "The people in this town", "I think that the", "What a lovely day, said the"]
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 16])
+def test_ctranslate2_greedy_is_token_identical(tiny_model_dir: Path, tiny_engine: Path, batch_size: int) -> None:
+    texts = pd.read_parquet(REPO / "resources" / "jigsaw_style_texts.parquet")["text"].head(30).str.slice(0, 80)
+    prompts = PROMPTS + texts.tolist()  # empty and one-token prompts share batches with long ones
+    s = GenerationSettings(max_new_tokens=12, batch_size=batch_size)
+    hf = TransformersGenerator(tiny_model_dir, ComputeConfig("cpu", "fp32"))
+    ref = generate_ids(hf.model, hf.tokenizer, prompts, s, progress=False)
+    got = CT2Generator(tiny_engine, CPU, "fp32").generate_ids(prompts, s)
+    assert [c[0].response_ids for c in got] == [c[0].response_ids for c in ref]
+
+
+def test_ctranslate2_samples_each_step_from_the_filtered_distribution(tiny_model_dir: Path, tiny_engine: Path) -> None:
+    """First step: 4,000 draws of one token against transformers' filtered probabilities (chi-square); every later
+    step of longer samples: the token lies in transformers' nucleus for its prefix."""
+    hf = TransformersGenerator(tiny_model_dir, ComputeConfig("cpu", "fp32"))
+    ct = CT2Generator(tiny_engine, CPU, "fp32")
+    top_k, top_p, temperature = 30, 0.8, 1.4  # temperature flattens: the top-p boundary moves
+    prompt_ids = hf.tokenizer("You are", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = hf.model(input_ids=torch.tensor([prompt_ids])).logits[:, -1]
+    p = hf_filtered(logits, top_k, top_p, temperature).softmax(-1)[0].numpy()
+    one = GenerationSettings(max_new_tokens=1, do_sample=True, top_k=top_k, top_p=top_p, temperature=temperature,
+                             num_return_sequences=4000, batch_size=1)  # fmt: skip
+    first = [c.response_ids[0] for c in ct.generate_ids(["You are"], one, seed=3)[0]]
+    counts = np.bincount(first, minlength=len(p))
+    assert counts[p == 0].sum() == 0
+    _, pvalue = chisquare(counts[p > 0], expected(p[p > 0], len(first)))
+    assert pvalue > 1e-3
+    longer = GenerationSettings(max_new_tokens=8, do_sample=True, top_k=top_k, top_p=top_p, temperature=temperature,
+                                num_return_sequences=4, batch_size=4)  # fmt: skip
+    conts = ct.generate_ids(PROMPTS, longer, seed=4)
+    assert conts == ct.generate_ids(PROMPTS, longer, seed=4)  # seeded: a fresh engine per sampled call
+    for c in (c for per_prompt in conts for c in per_prompt):
+        for t, token in enumerate(c.response_ids):
+            with torch.no_grad():
+                step = hf.model(input_ids=torch.tensor([c.prompt_ids + c.response_ids[:t]])).logits[:, -1]
+            assert not torch.isinf(hf_filtered(step, top_k, top_p, temperature)[0, token])
+
+
+def test_conversion_refuses_an_unfaithful_model(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A checkpoint whose weights the engine would not reproduce (here: a config the converter ignores) never
+    produces an engine directory."""
+    broken = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, broken)
+    cfg = json.loads((broken / "config.json").read_text())
+    cfg["layer_norm_eps"] = 0.5  # CTranslate2's GPT-NeoX spec keeps its own epsilon
+    (broken / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="not faithful"):
+        convert_checkpoint(broken, tmp_path / "engine")
+    assert not (tmp_path / "engine").exists()
+
+
+def test_unsupported_precision_falls_back_to_generate_with_one_line(
+    tiny_model_dir: Path, tiny_engine: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    unsupported = [p for p in COMPUTE_TYPES if ctranslate2_runs_on(CPU, p) is not None]
+    if not unsupported:
+        pytest.skip("this CTranslate2 build computes every precision on this CPU")
+    with caplog.at_level(logging.WARNING, logger="irl_llms.engine"):
+        gen = open_generator(
+            EngineConfig("ctranslate2"), tiny_model_dir, tiny_engine, ComputeConfig("cpu", unsupported[0])
+        )
+    assert gen.backend == "transformers"
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "generating with transformers instead" in warnings[0].getMessage()
+    assert (
+        open_generator(EngineConfig("ctranslate2"), tiny_model_dir, tiny_engine, ComputeConfig("cpu", "fp32")).backend
+        == "ctranslate2"
+    )
+
+
+def test_pipeline_converts_once_and_evaluates_identically(pipeline_copy: Path, tmp_path: Path) -> None:
+    """generation.backend: ctranslate2 in a finished .test run: the SFT checkpoint is converted once, its greedy
+    (Jigsaw-style) generations equal the transformers run's, and a second run converts nothing."""
+    before = pd.read_parquet(pipeline_copy / "results" / "eval" / "sft.parquet")
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    cfg["generation"] = {"backend": "ctranslate2"}
+    configfile = tmp_path / "ct2.yaml"
+    configfile.write_text(yaml.safe_dump(cfg))
+    target = "results/eval/sft.parquet"
+    assert planned_jobs(snakemake(pipeline_copy, target, "-n", configfile=configfile).stdout) == {
+        "convert_engine": 1, "evaluate": 1,
+    }  # fmt: skip
+    snakemake(pipeline_copy, target, configfile=configfile)
+    after = pd.read_parquet(pipeline_copy / target)
+    greedy = before.protocol == "jigsaw"
+    assert after.loc[greedy, "generation"].tolist() == before.loc[greedy, "generation"].tolist()
+    assert json.loads((pipeline_copy / "results/sft/ctranslate2/engine.json").read_text())["source"].endswith(
+        "sft/model"
+    )
+    assert planned_jobs(snakemake(pipeline_copy, target, "-n", configfile=configfile).stdout) == {}
