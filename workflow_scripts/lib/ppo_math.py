@@ -211,7 +211,18 @@ class RolloutBatch(RolloutView):
     returns: torch.Tensor  # [B, R]
 
     def rows(self, idx: torch.Tensor) -> RolloutBatch:
+        """These rows, without the columns that are padding in all of them (a minibatch without the batch's longest
+        prompt or response computes nothing for it; positions come from the attention mask, so nothing changes)."""
         take = {k: (v[idx] if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
+        used = take["attention_mask"].bool().any(0)
+        lead = int(used[: self.prompt_width].long().argmax()) if used[: self.prompt_width].any() else 0
+        width = max(int(take["response_mask"].sum(1).max()), 1)
+        for k, v in take.items():
+            if k in ("input_ids", "attention_mask", "bottom_hidden"):
+                take[k] = v[:, lead : self.prompt_width + width]
+            elif isinstance(v, torch.Tensor):
+                take[k] = v[:, :width]
+        take["prompt_width"] = self.prompt_width - lead
         return RolloutBatch(**take)
 
 
