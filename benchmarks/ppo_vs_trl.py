@@ -132,6 +132,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from machine import time_matmul  # noqa: E402  (benchmarks/machine.py)
+
 from workflow_scripts.lib.config import from_config  # noqa: E402
 from workflow_scripts.lib.generation import encode_prompts  # noqa: E402
 from workflow_scripts.lib.lm import (  # noqa: E402
@@ -190,18 +192,6 @@ def load_prompt_texts(path: str | Path, tokenizer: Any, max_prompt_tokens: int) 
         raise ValueError(f"{path}: no non-empty prompts")
     ids = encode_prompts(tokenizer, texts, max_prompt_tokens)
     return [tokenizer.decode(row, skip_special_tokens=False) for row in ids]
-
-
-def time_matmul(n: int, repeats: int) -> list[float]:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    c = torch.empty(n, n)
-    torch.mm(a, b, out=c)  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b, out=c)
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def median(xs: Sequence[float]) -> float:
