@@ -60,8 +60,8 @@ both the weight gradient and the input gradient are needed, 1x forward when only
           ]                                 #   sequence, x3 for fwd + bwd
 
 with E = ppo_epochs; B = rollouts per iteration; S = padded sequence width of the iteration's rollout batch (prompt
-width + response width: every padded position is computed); T_seq = B * S; T_resp = B * response width (the head is
-applied to all response positions, padding included); N_top = parameters of the top ``num_layers_unfrozen`` blocks +
+width + response width); T_seq = B * S; T_resp = B * response width. An upper bound: the head runs on generated
+tokens only and each minibatch drops the columns that are padding in all its rows; N_top = parameters of the top ``num_layers_unfrozen`` blocks +
 final norm; V x H = output-layer matrix; N_vhead = value-head parameters; L_top = number of top blocks; d_attn =
 num_attention_heads * head_dim. The frozen bottom costs nothing in the update (its output is cached at rollout time).
 Not counted: element-wise work (norms, activations, softmax over V, the loss), the optimizer step (~10 FLOPs per
@@ -157,7 +157,7 @@ STATIC_MISMATCHES = [
     "frozen bottom: ours computes it once per rollout batch and re-runs only the top blocks per minibatch; TRL runs "
     "the full model forward in every minibatch (same trainable parameters).",
     "reference model: ours shares the frozen bottom + copy of the top; TRL loads a second full model (rollout phase).",
-    "output layer in the update: ours projects all response positions (incl. padding) to full logits; TRL's fused LM "
+    "output layer in the update: ours projects generated tokens only (no padding) to full logits; TRL's fused LM "
     "head projects only non-padding completion tokens, in tiles, and also computes the entropy.",
     "losses: per-token KL + GAE + value loss (ours) vs sequence KL in reward + leave-one-out baseline (TRL).",
     "optimizer: both torch.optim.AdamW non-fused, betas (0.9, 0.95), constant lr, clip 1.0; TRL exempts bias/norm "
