@@ -60,13 +60,13 @@ both the weight gradient and the input gradient are needed, 1x forward when only
           ]                                 #   sequence, x3 for fwd + bwd
 
 with E = ppo_epochs; B = rollouts per iteration; S = padded sequence width of the iteration's rollout batch (prompt
-width + response width); T_seq = B * S; T_resp = B * response width. An upper bound: the head runs on generated
-tokens only and each minibatch drops the columns that are padding in all its rows; N_top = parameters of the top ``num_layers_unfrozen`` blocks +
-final norm; V x H = output-layer matrix; N_vhead = value-head parameters; L_top = number of top blocks; d_attn =
-num_attention_heads * head_dim. The frozen bottom costs nothing in the update (its output is cached at rollout time).
-Not counted: element-wise work (norms, activations, softmax over V, the loss), the optimizer step (~10 FLOPs per
-trainable parameter per step), embedding lookups. Slight over-count: the lowest trainable block does not need the
-gradient w.r.t. its input. achieved FLOP/s = F / update_seconds; share = achieved / matmul FLOP/s.
+width + response width); T_seq = B * S; T_resp = B * response width. An upper bound: the head runs on generated tokens
+only and each minibatch drops the columns that are padding in all its rows; N_top = parameters of the top
+``num_layers_unfrozen`` blocks + final norm; V x H = output-layer matrix; N_vhead = value-head parameters; L_top =
+number of top blocks; d_attn = num_attention_heads * head_dim. The frozen bottom costs nothing in the update (its output
+is cached at rollout time). Not counted: element-wise work (norms, activations, softmax over V, the loss), the optimizer
+step (~10 FLOPs per trainable parameter per step), embedding lookups. Slight over-count: the lowest trainable block does
+not need the gradient w.r.t. its input. achieved FLOP/s = F / update_seconds; share = achieved / matmul FLOP/s.
 
 Mismatches that could not be removed (also printed and written to the JSON)
 ---------------------------------------------------------------------------
