@@ -280,10 +280,9 @@ class PPOTrainer:
 
     def make_rollouts(self) -> tuple[RolloutBatch, dict[str, float], list[str], list[str]]:
         """Sample, generate (seeded by (seed, iteration)), score with the reward and the reference."""
-        cfg = self.cfg
         prompts = self.sample_prompts()
         start = time.perf_counter()
-        seed = cfg.seed * 1_000_003 + self.iteration * 1_009
+        seed = self.cfg.seed * 1_000_003 + self.iteration * 1_009
         with self.precision.autocast():  # generation keeps the frozen bottom's output: the update starts from it
             generated = generate_ids(self.policy.model, self.tokenizer, prompts, self.gen, seed=seed, progress=False,
                                      hidden_layer=len(self.policy.bottom))  # fmt: skip
@@ -296,9 +295,9 @@ class PPOTrainer:
             raise FloatingPointError(
                 f"{err} at iteration {self.iteration}; stopping (the last good checkpoint is kept)"
             ) from err
-        scores = scale_scores(raw, cfg.scale_reward, cfg.cliprange_reward, self.running)
+        scores = scale_scores(raw, self.cfg.scale_reward, self.cfg.cliprange_reward, self.running)
         batch, score_stats = score_rollouts(
-            self.policy, conts, self.tokenizer.pad_token_id, scores, self.kl_ctl.value, cfg, self.precision
+            self.policy, conts, self.tokenizer.pad_token_id, scores, self.kl_ctl.value, self.cfg, self.precision
         )
         n_tokens = int(batch.response_mask.sum())
         stats = {
