@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -39,11 +38,6 @@ from typing import Any
 
 import pandas as pd
 import torch
-
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
 from machine import describe_machine, matmul_gflops, warn_if_busy  # noqa: E402  (benchmarks/machine.py)
 
 from workflow_scripts.lib.compute import ComputeConfig  # noqa: E402

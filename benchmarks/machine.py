@@ -1,15 +1,22 @@
 """What every benchmark records beside its timings: the machine (CPU model, vector flags, torch's CPU capability,
-threads, load) and the fp32 matmul rate of the same process (machines of this project differ about 3x in it)."""
+threads, load) and the fp32 matmul rate of the same process (machines of this project differ about 3x in it).
+Importing it also puts the repository root on ``sys.path``, so a benchmark script can import ``workflow_scripts``."""
 
 from __future__ import annotations
 
 import os
 import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
 VECTOR_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "fma")
 

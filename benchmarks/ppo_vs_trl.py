@@ -116,7 +116,6 @@ import gc  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
@@ -127,11 +126,6 @@ from typing import Any  # noqa: E402
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
 from machine import time_matmul  # noqa: E402  (benchmarks/machine.py)
 
 from workflow_scripts.lib.config import from_config  # noqa: E402
