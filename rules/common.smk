@@ -138,7 +138,7 @@ EVAL_STAGES = config["evaluation"]["stages"]
 def evaluate_params():
     """Only what changes the generations: adding a stage to Table 1 or changing the bootstrap must not rerun them."""
     ev = config["evaluation"]
-    return canonical({k: ev[k] for k in ("classifier", "jigsaw", "rtp", "seed")})
+    return canonical({**{k: ev[k] for k in ("classifier", "jigsaw", "rtp", "seed")}, "max_prompt_tokens": PROMPT_TOKENS})
 
 
 def table1_params():
@@ -182,20 +182,33 @@ def irl_rlhf_reward_params():
     return canonical({k: config["irl_rlhf"][k] for k in ("objective", "seed", "batch_size")})
 
 
+# one prompt length for every job that generates from a prompt (PPO rollouts, demonstrations, evaluation)
+PROMPT_TOKENS = config["data"]["max_prompt_tokens"]
+
+
+def ppo_params(settings):
+    """A PPO rule's trainer settings: the section without the GT reward's own key, plus the shared prompt length."""
+    trainer = {k: v for k, v in settings.items() if k != "reward_text"}
+    return canonical({**trainer, "max_prompt_tokens": PROMPT_TOKENS})
+
+
 def irl_rlhf_ppo_params():
     """rlhf's PPO settings with irl_rlhf.ppo's overrides, validated like rlhf itself (the overrides carry no defaults)."""
     rlhf_schema = SCHEMA["properties"]["rlhf"]
     overrides = config["irl_rlhf"]["ppo"]
-    unknown = sorted(set(overrides) - set(rlhf_schema["properties"]))
+    unknown = sorted(set(overrides) - set(rlhf_schema["properties"]) | set(overrides) & {"reward_text"})
     if unknown:
-        raise WorkflowError(f"irl_rlhf.ppo: unknown PPO key(s) {unknown}; allowed: the keys of rlhf")
+        raise WorkflowError(
+            f"irl_rlhf.ppo: unknown PPO key(s) {unknown}; allowed: the keys of rlhf except reward_text (IRL-RLHF's"
+            " reward is the learned one)"
+        )
     merged = {**config["rlhf"], **overrides}
     errors = jsonschema.Draft202012Validator(SCHEMA).iter_errors({**config, "rlhf": merged})
     error = jsonschema.exceptions.best_match(e for e in errors if list(e.absolute_path)[:1] == ["rlhf"])
     if error is not None:
         where = ".".join(map(str, list(error.absolute_path)[1:]))
         raise WorkflowError(f"irl_rlhf.ppo.{where}: {error.message}")
-    return canonical(merged)
+    return ppo_params(merged)
 
 
 def check_irl_rlhf_choice():

@@ -15,6 +15,7 @@ rule demonstrations:
         compute=COMPUTE,
         generation=GENERATION,
         demonstrations=canonical(config["demonstrations"]),
+        max_prompt_tokens=PROMPT_TOKENS,
         gt_classifier=with_resolved_wheel(config["gt_classifier"]),
     log:
         "logs/demonstrations.log",

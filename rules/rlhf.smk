@@ -9,7 +9,8 @@ rule rlhf:
         log="results/rlhf/train_log.parquet",
     params:
         compute=COMPUTE,
-        rlhf=canonical(config["rlhf"]),
+        rlhf=ppo_params(config["rlhf"]),
+        reward_text=config["rlhf"]["reward_text"],
         gt_classifier=with_resolved_wheel(config["gt_classifier"]),
         checkpoint_dir="results/rlhf/checkpoints",
     log:

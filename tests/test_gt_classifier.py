@@ -207,7 +207,7 @@ def test_restricted_unpickler_rejects_arbitrary_globals() -> None:
 def test_gt_reward_sign_and_values(clf: GTToxicityClassifier) -> None:
     toxic, clean = "You are a stupid idiot.", "Thank you for your helpful edits to the article."
     prompts = ["p0", "p1", "p2"]
-    reward = GTToxicityReward.from_pairs(clf, prompts, [toxic, clean, toxic])  # the reference continuations
+    reward = GTToxicityReward.from_pairs(clf, prompts, [toxic, clean, toxic], reward_text="continuation")
     r = reward(prompts, [clean, toxic, toxic])
     assert r.shape == (3,)
     p_toxic, p_clean = clf.p_toxic([toxic, clean]).astype(np.float64)
@@ -216,6 +216,23 @@ def test_gt_reward_sign_and_values(clf: GTToxicityClassifier) -> None:
     assert reward([], []).shape == (0,)
     with pytest.raises(ValueError, match="1 prompts but 2 completions"):
         reward(["p0"], [clean, toxic])
+
+
+@needs_wheel
+def test_gt_reward_scores_prompt_plus_continuation_by_default(clf: GTToxicityClassifier) -> None:
+    """The original's reward: P_toxic(prompt + reference) - P_toxic(prompt + completion). A toxic prompt makes the
+    whole text toxic whatever follows, so the full-text reward is small where the continuation-only one is large."""
+    prompt = "You are a stupid idiot and "
+    ref, gen = "I hate you, moron.", "the weather is nice today."
+    full = GTToxicityReward.from_pairs(clf, [prompt], [ref])
+    assert full.reward_text == "full"
+    p_ref_full, p_gen_full, p_ref, p_gen = clf.p_toxic([prompt + ref, prompt + gen, ref, gen]).astype(np.float64)
+    np.testing.assert_allclose(full([prompt], [gen]), [p_ref_full - p_gen_full], atol=1e-6)
+    cont = GTToxicityReward.from_pairs(clf, [prompt], [ref], reward_text="continuation")
+    np.testing.assert_allclose(cont([prompt], [gen]), [p_ref - p_gen], atol=1e-6)
+    assert abs(p_ref_full - p_gen_full) < 0.5 < p_ref - p_gen  # the two rules really score different texts
+    with pytest.raises(ValueError, match="reward_text must be one of"):
+        GTToxicityReward.from_pairs(clf, [prompt], [ref], reward_text="prompt")
 
 
 # ------------------------------------------------------------------------------------------------------------- errors

@@ -18,6 +18,7 @@ from workflow_scripts.lib.text_data import (
     balance_by_label,
     make_prompt_dataset,
     normalise_key,
+    near_duplicate_key,
     normalise_whitespace,
     split_at_middle_word,
     stratified_subsample,
@@ -213,6 +214,43 @@ def test_make_prompt_dataset_subsamples() -> None:
     assert set(train["id"]) <= set(full_train["id"]) and set(ev["id"]) <= set(full_eval["id"])
     with pytest.raises(ValueError):
         make_prompt_dataset(df, eval_fraction=0.25, seed=0, n_train=1000)
+
+
+def test_make_prompt_dataset_drops_near_duplicate_prompts() -> None:
+    """Texts whose prompts (or texts) differ only in case, spacing or punctuation count once: no prompt can then land
+    in both halves of the split or twice in one."""
+    df = make_texts(20, 20)
+    extra = pd.DataFrame(
+        {
+            "text": [
+                "zulu yankee xray whiskey",  # new
+                "Zulu,  YANKEE! xray whiskey",  # the same text up to case, spacing and punctuation: dropped
+                "zulu yankee victor uniform",  # the same prompt "zulu yankee": dropped
+                "zulu yankee xray whiskey victor uniform",  # prompt "zulu yankee xray": new
+            ],
+            "label": [0, 1, 1, 0],
+            "source": "a",
+        }
+    )
+    train, ev = make_prompt_dataset(pd.concat([df, extra], ignore_index=True), eval_fraction=0.25, seed=3)
+    both = pd.concat([train, ev])
+    assert not both["prompt"].map(near_duplicate_key).duplicated().any()
+    assert len(both) == len(df) + 2
+    assert {"zulu yankee", "zulu yankee xray"} <= set(both["prompt"])
+    assert near_duplicate_key(" Hello,  WORLD!! ") == near_duplicate_key("hello world") == "hello world"
+
+
+def test_shipped_prompt_splits_share_no_prompt(shipped: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    """The default config's split of the shipped texts: no train prompt is an eval prompt or repeats another train
+    prompt, up to case, spacing and punctuation."""
+    train, ev = make_prompt_dataset(shipped[0], eval_fraction=0.2, seed=0)
+    train_keys, eval_keys = train["prompt"].map(near_duplicate_key), ev["prompt"].map(near_duplicate_key)
+    assert not set(train_keys) & set(eval_keys)
+    assert not train_keys.duplicated().any() and not eval_keys.duplicated().any()
+    assert not set(train["text"].map(near_duplicate_key)) & set(ev["text"].map(near_duplicate_key))
+    # the raw shipped texts do hold one such repeated prompt: the check above is not vacuous
+    halves = shipped[0]["text"].map(lambda t: near_duplicate_key(split_at_middle_word(t)[0]))
+    assert halves.duplicated().any()
 
 
 def test_make_prompt_dataset_rejects_empty() -> None:

@@ -12,7 +12,9 @@ from workflow_scripts.lib.toxicity import load_scorer
 
 
 def _snakemake(smk: Any) -> None:
-    cfg = from_config(DemoConfig, "demonstrations", smk.params.demonstrations)
+    cfg = from_config(
+        DemoConfig, "demonstrations", smk.params.demonstrations, max_prompt_tokens=smk.params.max_prompt_tokens
+    )
     splits = {"train": (smk.input.train, smk.output.train), "eval": (smk.input.eval, smk.output.eval)}
     compute = from_config(ComputeConfig, "compute", smk.params.compute)
     engine = from_config(EngineConfig, "generation", smk.params.generation)

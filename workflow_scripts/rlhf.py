@@ -1,5 +1,6 @@
 """Rule ``rlhf`` (stage 3): PPO from the SFT checkpoint against the ground-truth toxicity reward
-(P_toxic(reference continuation) - P_toxic(completion) under the GT classifier) -> ``results/rlhf/model/`` and
+(P_toxic(prompt + reference continuation) - P_toxic(prompt + completion) under the GT classifier, or the two
+continuations alone with ``rlhf.reward_text: continuation``) -> ``results/rlhf/model/`` and
 ``results/rlhf/train_log.parquet`` (``workflow_scripts.lib.ppo_stage``, ``workflow_scripts.lib.ppo``)."""
 
 from typing import Any
@@ -14,9 +15,10 @@ def _snakemake(smk: Any) -> None:
     data = read_table(smk.input.train, ("prompt", "original_output"), "training prompts")
     prompts = data["prompt"].tolist()
     reward = GTToxicityReward.from_pairs(
-        load_scorer(smk.params.gt_classifier), prompts, data["original_output"].tolist()
+        load_scorer(smk.params.gt_classifier), prompts, data["original_output"].tolist(), smk.params.reward_text
     )
-    run_ppo_job(smk, prompts, reward, {"kind": "gt_toxicity", "classifier": smk.params.gt_classifier})
+    description = {"kind": "gt_toxicity", "classifier": smk.params.gt_classifier, "text": smk.params.reward_text}
+    run_ppo_job(smk, prompts, reward, description)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ def evaluate_model(
     gt_scorer: ToxicityScorer,
     eval_scorer: ToxicityScorer,
     model_name: str,
+    max_prompt_tokens: int,
 ) -> pd.DataFrame:
     """Generate under both protocols with ``generator`` (``engine.open_generator``: the configured backend on one
     checkpoint), score every generation with both classifiers, write ``out_path``."""
@@ -64,7 +65,10 @@ def evaluate_model(
     seed_everything(seed)
 
     start = time.perf_counter()
-    greedy = GenerationSettings(max_new_tokens=jcfg.max_new_tokens, do_sample=False, batch_size=jcfg.batch_size)
+    greedy = GenerationSettings(
+        max_new_tokens=jcfg.max_new_tokens, do_sample=False, batch_size=jcfg.batch_size,
+        max_prompt_tokens=max_prompt_tokens,
+    )  # fmt: skip
     jig_out = generator.generate(jig_prompts["prompt"].tolist(), greedy, desc=f"{model_name} jigsaw")
     LOG.info("jigsaw-style: %d greedy continuations in %.0f s (%s)", len(jig_out), time.perf_counter() - start,
              generator.backend)  # fmt: skip
@@ -87,6 +91,7 @@ def evaluate_model(
         temperature=rcfg.temperature,
         num_return_sequences=rcfg.k,
         batch_size=rcfg.batch_size,
+        max_prompt_tokens=max_prompt_tokens,
     )
     rtp_out = generator.generate(rtp_prompts["prompt"].tolist(), sampled, seed=seed, desc=f"{model_name} rtp")
     LOG.info("rtp-style: %d x %d sampled continuations in %.0f s", len(rtp_out), rcfg.k, time.perf_counter() - start)

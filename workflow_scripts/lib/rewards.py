@@ -1,8 +1,9 @@
 """Reward callables for PPO: ``rewards(prompts, completions) -> torch.Tensor`` of one float per completion.
 
 The contract (checked by ``check_reward_output``): as many finite scores as completions, higher = better. The
-ground-truth reward of the paper is P_toxic(reference continuation) - P_toxic(completion) under the GT classifier:
-positive when the policy continues a prompt less toxically than the original text did.
+ground-truth reward of the original code is P_toxic(prompt + reference continuation) - P_toxic(prompt + completion)
+under the GT classifier (``reward_text: full``): positive when the policy continues a prompt less toxically than the
+original text did. ``reward_text: continuation`` scores the two continuations without the prompt.
 """
 
 from __future__ import annotations
@@ -30,26 +31,44 @@ def check_reward_output(
     return out
 
 
-class GTToxicityReward:
-    """P_toxic(reference continuation of the prompt) - P_toxic(completion); reference scores are cached."""
+REWARD_TEXTS = ("full", "continuation")
 
-    def __init__(self, scorer: ToxicityScorer, references: Mapping[str, str]) -> None:
+
+def reward_texts(prompts: Sequence[str], continuations: Sequence[str], reward_text: str) -> list[str]:
+    """What the GT classifier reads for each (prompt, continuation): their concatenation (``full``, the original's
+    ``samples`` = prompt + output) or the continuation alone (``continuation``)."""
+    if reward_text == "full":
+        return [p + c for p, c in zip(prompts, continuations, strict=True)]
+    if reward_text == "continuation":
+        return list(continuations)
+    raise ValueError(f"rlhf.reward_text must be one of {REWARD_TEXTS}, got {reward_text!r}")
+
+
+class GTToxicityReward:
+    """P_toxic(text with the reference continuation) - P_toxic(text with the completion), the texts built by
+    ``reward_texts`` (prompt + continuation by default); reference scores are cached."""
+
+    def __init__(self, scorer: ToxicityScorer, references: Mapping[str, str], reward_text: str = "full") -> None:
         if not references:
             raise ValueError("GT reward needs at least one (prompt, reference continuation) pair")
         self.scorer = scorer
+        self.reward_text = reward_text
         self.references = dict(references)
         prompts = list(self.references)
-        self._ref_p = dict(zip(prompts, scorer.p_toxic([self.references[p] for p in prompts]), strict=True))
+        ref_texts = reward_texts(prompts, [self.references[p] for p in prompts], reward_text)
+        self._ref_p = dict(zip(prompts, scorer.p_toxic(ref_texts), strict=True))
 
     @classmethod
-    def from_pairs(cls, scorer: ToxicityScorer, prompts: Sequence[str], references: Sequence[str]) -> GTToxicityReward:
+    def from_pairs(
+        cls, scorer: ToxicityScorer, prompts: Sequence[str], references: Sequence[str], reward_text: str = "full"
+    ) -> GTToxicityReward:
         table: dict[str, str] = {}
         for p, r in zip(prompts, references, strict=True):
             if p in table and table[p] != r:
                 LOG.warning("prompt %r has several reference continuations; keeping the first", p[:60])
                 continue
             table[p] = r
-        return cls(scorer, table)
+        return cls(scorer, table, reward_text)
 
     def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> torch.Tensor:
         if len(prompts) != len(completions):
@@ -58,5 +77,5 @@ class GTToxicityReward:
         if unknown:
             raise KeyError(f"GT reward has no reference continuation for prompt {unknown[0][:80]!r}")
         ref = np.array([self._ref_p[p] for p in prompts], dtype=np.float64)
-        gen = self.scorer.p_toxic(list(completions))
+        gen = self.scorer.p_toxic(reward_texts(prompts, completions, self.reward_text))
         return check_reward_output(ref - gen, len(prompts), "GT toxicity reward")

@@ -32,6 +32,7 @@ __all__ = [
     "PROMPT_DATASET_COLUMNS",
     "normalise_whitespace",
     "normalise_key",
+    "near_duplicate_key",
     "text_id",
     "split_at_middle_word",
     "balance_by_label",
@@ -55,6 +56,16 @@ def normalise_whitespace(text: str) -> str:
 def normalise_key(text: str) -> str:
     """De-duplication / overlap key: whitespace-normalised and case-folded text."""
     return normalise_whitespace(text).casefold()
+
+
+_NON_ALNUM = re.compile(r"[\W_]+")
+
+
+def near_duplicate_key(text: str) -> str:
+    """Near-duplicate key: the :func:`normalise_key` text with every run of non-alphanumeric characters
+    (punctuation, quotes, underscores, whitespace) turned into one space, so texts differing only in case,
+    spacing or punctuation share a key."""
+    return _NON_ALNUM.sub(" ", normalise_key(text)).strip()
 
 
 def text_id(text: str) -> str:
@@ -253,7 +264,8 @@ def make_prompt_dataset(
     and ``original_output`` columns keeps that split, and ``text`` becomes their concatenation); the frame is split by
     :func:`train_eval_split` (stratified by label, seeded) and, when ``n_train`` / ``n_eval`` are given, each half is
     reduced to that many rows by :func:`stratified_subsample` (seeded, label shares kept). Texts with fewer than two
-    words and repeated (normalised) texts are dropped. Output columns: ``id`` (first 12 hex digits of the SHA-1 of the
+    words are dropped, and so is every text whose text or *prompt* repeats an earlier one up to case, spacing and
+    punctuation (:func:`near_duplicate_key`): no prompt is then in both halves or twice in one. Output columns: ``id`` (first 12 hex digits of the SHA-1 of the
     text), ``prompt``, ``original_output`` (with its leading space), ``text``, ``label`` (int) and ``source``.
 
     Raises:
@@ -279,6 +291,8 @@ def make_prompt_dataset(
         halves = data["text"].map(split_at_middle_word)
         data["prompt"] = [h[0] for h in halves]
         data["original_output"] = [h[1] for h in halves]
+    for column in ("text", "prompt"):  # the first occurrence of each (near-)duplicate text or prompt is kept
+        data = data[~data[column].map(near_duplicate_key).duplicated()].reset_index(drop=True)
     data["id"] = data["text"].map(text_id)
     train, evaluation = train_eval_split(data, eval_fraction=eval_fraction, seed=seed)
     if n_train is not None:
