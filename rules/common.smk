@@ -22,7 +22,7 @@ config.update(fill_defaults(config))  # Snakemake's validate leaves out the defa
 
 wildcard_constraints:
     model="base|sft|rlhf|irl_rlhf",
-    objective="max_margin|hinge|bradley_terry",
+    objective="max_margin|hinge|bradley_terry|supervised",
     seed=r"\d+",
 
 
@@ -157,7 +157,14 @@ def table1_params():
 
 
 # irl keys the rules consume themselves: which jobs exist (objectives x seeds), the backbone input (init), the report
-IRL_RULE_KEYS = ("objectives", "seeds", "init", "bootstrap")
+IRL_RULE_KEYS = ("objectives", "seeds", "init", "bootstrap", "ceiling")
+
+
+def irl_report_runs(pattern):
+    """Every (objective, seed) IRL run, plus the supervised ceiling (first seed) when irl.ceiling is on."""
+    irl = config["irl"]
+    runs = expand(pattern, objective=irl["objectives"], seed=irl["seeds"])
+    return runs + (expand(pattern, objective="supervised", seed=irl["seeds"][0]) if irl["ceiling"] else [])
 
 
 def irl_features_params():

@@ -28,7 +28,8 @@ rule irl_features:
 
 
 rule irl_train:
-    """One reward model per objective and seed (the seeds are the non-identifiability study); runs in parallel."""
+    """One reward model per objective and seed (the seeds are the non-identifiability study); runs in parallel.
+    Objective ``supervised`` is the ceiling: the same model trained on GT labels (irl.ceiling)."""
     input:
         backbone=f"results/{config['irl']['init']}/model",
         features="results/irl/features.pt",
@@ -57,16 +58,8 @@ rule irl_train:
 rule irl_report:
     """IRL metrics across objectives and seeds, seed agreement, Figures 2 and 5."""
     input:
-        metrics=expand(
-            "results/irl/{objective}/seed{seed}/metrics.parquet",
-            objective=config["irl"]["objectives"],
-            seed=config["irl"]["seeds"],
-        ),
-        rewards=expand(
-            "results/irl/{objective}/seed{seed}/rewards.parquet",
-            objective=config["irl"]["objectives"],
-            seed=config["irl"]["seeds"],
-        ),
+        metrics=irl_report_runs("results/irl/{objective}/seed{seed}/metrics.parquet"),
+        rewards=irl_report_runs("results/irl/{objective}/seed{seed}/rewards.parquet"),
     output:
         summary=report("reports/irl_metrics.csv", caption="../reports/irl_metrics.rst", category="IRL"),
         long="reports/irl_metrics_long.csv",

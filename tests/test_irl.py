@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -66,12 +67,19 @@ def test_reward_pools_the_last_real_token_whatever_the_padding(tiny_model_dir: P
 def test_threshold_by_hand() -> None:
     # higher reward = less toxic; texts below the threshold are called toxic
     assert choose_threshold(np.array([3.0, 2.0, 1.0, 0.0]), np.array([0, 0, 1, 1])) == pytest.approx(1.5)
-    assert (
-        split_pairs(10, 0.2)[1].size == 2
-        and split_pairs(10, 0.2, seed=0)[1].tolist() == split_pairs(10, 0.2)[1].tolist()
-    )
+    ids = [f"p{i}" for i in range(10)]
+    assert split_pairs(ids, 0.2)[1].size == 2
+    assert split_pairs(ids, 0.2, seed=0)[1].tolist() == split_pairs(ids, 0.2)[1].tolist()
     with pytest.raises(ValueError, match="at least 2"):
-        split_pairs(1, 0.2)
+        split_pairs(["p0", "p0", "p0"], 0.2)
+
+
+def test_pairs_split_by_prompt() -> None:
+    """Several (sampled) pairs of one prompt all land on the same side of the train/validation split."""
+    ids = [f"p{i // 4}" for i in range(40)]  # 10 prompts x 4 pairs
+    train, val = split_pairs(ids, 0.2, seed=3)
+    assert len(val) == 8 and len(train) == 32 and not set(train) & set(val)
+    assert not {ids[i] for i in train} & {ids[i] for i in val}
 
 
 # ------------------------------------------------------------------------------------------------ training runs
@@ -98,11 +106,14 @@ def irl_inputs(tiny_model_dir: Path, gt_wheel: Path, tmp_path_factory: pytest.Te
     tmp = tmp_path_factory.mktemp("irl")
     prompts = [f"Prompt {i}:" for i in range(12)]
     demos = pd.DataFrame({
+        "prompt_id": [f"id{i}" for i in range(12)],
         "prompt": prompts,
         "original_output": [f" {TOXIC[i % 6]}" if i % 2 else f" {BENIGN[i % 6]}" for i in range(12)],
         "expert": [f" {BENIGN[i % 6]}" for i in range(12)],
         "non_expert": [f" {TOXIC[i % 6]}" for i in range(12)],
     })  # fmt: skip
+    tie = split_pairs(demos["prompt_id"], 0.2)[1][0]  # one validation pair with identical completions
+    demos.loc[tie, "non_expert"] = demos.loc[tie, "expert"]
     texts = pd.read_parquet(REPO / "resources" / "jigsaw_style_texts.parquet")
     heldout = pd.concat([texts[texts.label == 1].head(8), texts[texts.label == 0].head(8)])
     train_texts = pd.concat([texts[texts.label == 1].tail(8), texts[texts.label == 0].tail(8)])
@@ -142,6 +153,29 @@ def test_training_learns_to_prefer_the_expert(irl_inputs: dict, objective: str) 
     assert metrics["val_pair_accuracy"].iloc[1:].max() == 1.0
     assert metrics["selected"].sum() == 1 and not metrics.loc[metrics["epoch"] == 0, "selected"].any()
     assert metrics.loc[metrics["selected"], "train_texts_accuracy"].notna().all()
+
+
+def test_ties_are_counted_apart(irl_inputs: dict) -> None:
+    """The tied validation pair (d = 0 by construction) is neither right nor wrong: accuracy is over the others."""
+    metrics, _ = run(irl_inputs, "ties")
+    assert (metrics["val_pair_ties"] == 1).all()
+    assert metrics["val_pair_accuracy"].iloc[1:].max() == 1.0  # reachable only because the tie is left out
+
+
+def test_supervised_ceiling_is_evaluated_like_irl(irl_inputs: dict) -> None:
+    """The ceiling learns from GT labels of train-split texts and is scored on the same held-out texts as IRL."""
+    ceiling, out = run(irl_inputs, "ceiling", objective="supervised")
+    irl, irl_out = run(irl_inputs, "ceiling_irl_ref")
+    got = pd.read_parquet(out / "rewards.parquet")
+    ref = pd.read_parquet(irl_out / "rewards.parquet")
+    got, ref = got[(got.split == "heldout") & (got.epoch == 0)], ref[(ref.split == "heldout") & (ref.epoch == 0)]
+    np.testing.assert_array_equal(got["gt_toxic"], ref["gt_toxic"])  # the same texts, in the same order
+    selected = ceiling[ceiling["selected"]].iloc[0]
+    assert selected["val_accuracy"] == ceiling["val_accuracy"].iloc[1:].max()  # chosen on validation texts
+    assert ceiling["train_loss"].iloc[-1] < ceiling["train_loss"].iloc[1]  # it fits its labels
+    record = json.loads((out / "reward_model" / "provenance.json").read_text())
+    n_train_pairs = json.loads((irl_out / "reward_model" / "provenance.json").read_text())["n_train_pairs"]
+    assert record["n_train_pairs"] == n_train_pairs  # as many labelled texts as IRL has training pairs
 
 
 def test_training_in_bf16_learns_too(irl_inputs: dict) -> None:

@@ -24,7 +24,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from workflow_scripts.lib.common import atomic_path  # noqa: E402
-from workflow_scripts.lib.irl_metrics import best_run, select_runs  # noqa: E402
+from workflow_scripts.lib.irl_metrics import CEILING, best_run, select_runs  # noqa: E402
 from workflow_scripts.lib.table1 import METRIC_LABELS, STAGE_LABELS, stage_label  # noqa: E402
 
 PPO_PANELS = (
@@ -118,7 +118,9 @@ def figure5_heatmap(metrics: pd.DataFrame, metric: str = "heldout_accuracy") -> 
 
 
 def figure2(metrics: pd.DataFrame, summary: pd.DataFrame) -> plt.Figure:
-    objectives = sorted(metrics["objective"].unique())
+    """(a) per IRL objective: held-out metrics by epoch of the validation-selected seed; (b) the selected models'
+    held-out accuracy and F1 with CIs, and the supervised ceiling (when present) as a reference line and band."""
+    objectives = sorted(o for o in metrics["objective"].unique() if o != CEILING)
     fig, axes = plt.subplots(1, len(objectives) + 1, figsize=(4.8 * (len(objectives) + 1), 3.6), squeeze=False)
     selected = select_runs(metrics)
     for ax, objective in zip(axes[0], objectives, strict=False):
@@ -134,11 +136,18 @@ def figure2(metrics: pd.DataFrame, summary: pd.DataFrame) -> plt.Figure:
         ax.set_xlabel("epoch")
     axes[0][0].legend(fontsize=7, loc="lower right")
     ax = axes[0][-1]
-    held = summary[summary["text_set"] == "heldout"].reset_index(drop=True)
+    held = summary[summary["text_set"] == "heldout"]
+    ceiling, held = held[held["objective"] == CEILING], held[held["objective"] != CEILING].reset_index(drop=True)
     x = np.arange(len(held))
     for offset, m in ((-0.2, "accuracy"), (0.2, "f1")):
         err = np.vstack([held[m] - held[f"{m}_ci_low"], held[f"{m}_ci_high"] - held[m]])
         ax.bar(x + offset, held[m], width=0.4, yerr=err, capsize=3, label=m)
+    if not ceiling.empty:
+        top = ceiling.iloc[0]
+        ax.axhspan(top["accuracy_ci_low"], top["accuracy_ci_high"], color="tab:green", alpha=0.15, lw=0)
+        ax.axhline(
+            top["accuracy"], color="tab:green", lw=1.5, label=f"supervised ceiling, accuracy {top['accuracy']:.2f}"
+        )
     ax.axhline(0.5, color="grey", lw=1, ls="--")
     ax.set_xticks(x, held["objective"])
     ax.set_ylim(0, 1)

@@ -4,13 +4,18 @@ Objectives on d = r(expert) - r(non-expert), selected by the job's ``objective``
   * ``max_margin``    -- the paper's piecewise-linear loss: -d if d > 0 else -2d;
   * ``hinge``         -- max(0, margin - d);
   * ``bradley_terry`` -- -log sigmoid(d).
+The same architecture trained on GT labels instead (``supervised``: -log sigmoid(+-r), sign from the GT label of a
+train-split text, as many texts as IRL has training pairs) is the **supervised ceiling**: the most these features
+allow, evaluated exactly like the IRL rewards.
 The reward model (``workflow_scripts.lib.reward_model``) trains only its top ``trainable_layers`` blocks + head; the
 frozen bottom is computed once per text by ``build_features`` and cached, so the many seed x objective jobs cost
 seconds each on CPU. ``-1`` trains the whole backbone (the paper's setting, GPU). Decoupled weight decay (AdamW)
 regularises the trained weights.
 
 Metrics per epoch, never on training pairs (``workflow_scripts.lib.irl_metrics``): pairwise accuracy on a validation
-split of the demonstrations (used for model selection), and, against the GT classifier (GT reward = -toxic logit;
+split of the demonstrations, split by prompt so that no prompt has pairs on both sides (used for model selection;
+tied pairs, identical expert and non-expert completions, are left out of training and of the accuracy and counted
+apart), and, against the GT classifier (GT reward = -toxic logit;
 toxic = ``toxicity.is_toxic``) on the held-out eval texts of the data set and, labelled as such, on the train-split
 texts: accuracy and F1 at a threshold chosen on the validation demonstrations' texts, Pearson, Kendall, Spearman.
 ``train_irl`` writes ``results/irl/{objective}/seed{seed}/``: ``reward_model/``, ``metrics.parquet`` (per epoch) and
@@ -31,7 +36,7 @@ import torch.nn.functional as F
 
 from workflow_scripts.lib.common import atomic_path, provenance, seed_everything, write_parquet
 from workflow_scripts.lib.compute import ComputeConfig, describe_device
-from workflow_scripts.lib.irl_metrics import choose_threshold, reward_metrics
+from workflow_scripts.lib.irl_metrics import CEILING, choose_threshold, reward_metrics
 from workflow_scripts.lib.lm import load_lm
 from workflow_scripts.lib.reward_model import RewardModel, save_reward_model
 from workflow_scripts.lib.toxicity import ToxicityScorer, is_toxic
@@ -58,8 +63,8 @@ class IRLConfig:
     max_length: int
 
     def __post_init__(self) -> None:
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"irl.objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.objective not in (*OBJECTIVES, CEILING):
+            raise ValueError(f"irl.objective must be one of {(*OBJECTIVES, CEILING)}, got {self.objective!r}")
 
 
 # ============================================================================================ objectives
@@ -74,6 +79,13 @@ def irl_loss(d: torch.Tensor, objective: str, margin: float = 1.0) -> torch.Tens
     else:
         raise ValueError(f"unknown IRL objective {objective!r}")
     return per_pair.mean()
+
+
+def supervised_loss(rewards: torch.Tensor, toxic: torch.Tensor) -> torch.Tensor:
+    """The ceiling's loss: the reward as the logit of "not toxic", -log sigmoid(r) for clean texts and
+    -log sigmoid(-r) for toxic ones."""
+    sign = 1.0 - 2.0 * toxic.to(rewards.dtype)  # +1 clean, -1 toxic
+    return F.softplus(-sign * rewards).mean()
 
 
 # ============================================================================================ cached features
@@ -118,6 +130,7 @@ def build_features(
         "hidden": torch.cat(hidden),
         "gt_reward": torch.tensor(-gt_classifier.toxic_logit(texts), dtype=torch.float64),  # paper: -(toxic logit)
         "gt_toxic": torch.tensor(is_toxic(gt_classifier.p_toxic(texts))),
+        "pair_prompt_ids": demos["prompt_id"].astype(str).tolist(),
         "roles": {
             "expert": expert,
             "non_expert": non_expert,
@@ -151,13 +164,16 @@ class FeatureStore:
 
 
 # ============================================================================================ training
-def split_pairs(n: int, validation_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded split of demonstration pairs into (train, validation) indices; at least one of each."""
-    if n < 2:
-        raise ValueError(f"need at least 2 demonstration pairs to hold some out for validation, got {n}")
-    perm = np.random.default_rng(seed).permutation(n)
-    n_val = min(n - 1, max(1, round(validation_fraction * n)))
-    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+def split_pairs(prompt_ids: Sequence[str], validation_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of demonstration pairs into (train, validation) indices *by prompt*: every pair of a prompt lands
+    on the same side (several sampled pairs per prompt must not leak into validation). At least one prompt each."""
+    prompts = np.unique(np.asarray(prompt_ids, dtype=str))
+    if len(prompts) < 2:
+        raise ValueError(f"need demonstration pairs of at least 2 prompts to hold some out, got {len(prompts)}")
+    perm = np.random.default_rng(seed).permutation(prompts)
+    n_val = min(len(prompts) - 1, max(1, round(validation_fraction * len(prompts))))
+    is_val = np.isin(np.asarray(prompt_ids, dtype=str), perm[:n_val])
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
 def score_in_batches(model: RewardModel, hidden: list[torch.Tensor], batch_size: int = 64) -> np.ndarray:
@@ -212,13 +228,25 @@ def train_irl(
         raise ValueError(f"{features_path} was built for another trainable_layers/max_length; rebuild it")
     roles = store.state["roles"]
     expert_h, non_expert_h = store.hidden(roles["expert"]), store.hidden(roles["non_expert"])
-    train_idx, val_idx = split_pairs(len(expert_h), cfg.validation_fraction, seed=0)  # same split for every seed
+    tied = np.array([e == n for e, n in zip(roles["expert"], roles["non_expert"], strict=True)])
+    train_idx, val_idx = split_pairs(store.state["pair_prompt_ids"], cfg.validation_fraction, seed=0)  # all seeds
+    train_idx, val_ties = train_idx[~tied[train_idx]], int(tied[val_idx].sum())
+    val_idx = val_idx[~tied[val_idx]]  # identical completions carry no preference: d = 0 by construction
+    if len(train_idx) == 0 or len(val_idx) == 0:
+        raise ValueError(f"{features_path}: no untied demonstration pairs to train or validate on")
     # threshold texts: the data-set texts the validation pairs were prompted from -- drawn like the held-out texts
     # (complete comments, about half of them toxic), but from the training split, so the test texts stay unseen
-    val_texts = [roles["source"][i] for i in val_idx]
+    val_texts = list(dict.fromkeys(roles["source"][i] for i in val_idx))
     val_hidden = store.hidden(val_texts)
     val_gt_reward, val_gt_toxic = store.gt(val_texts)
     evals = {name: (store.hidden(roles[name]), *store.gt(roles[name])) for name in ("heldout", "train_texts")}
+    if cfg.objective == CEILING:  # as many labelled train-split texts as IRL has pairs, none a validation text
+        pool = [t for t in roles["train_texts"] if t not in set(val_texts)]
+        pick = np.sort(np.random.default_rng(0).permutation(len(pool))[: len(train_idx)])
+        ceiling_texts = [pool[i] for i in pick]
+        ceiling_h, ceiling_toxic = store.hidden(ceiling_texts), torch.tensor(store.gt(ceiling_texts)[1])
+        train_idx = np.arange(len(ceiling_texts))
+        LOG.info("supervised ceiling: %d labelled train-split texts (%d toxic)", len(pick), int(ceiling_toxic.sum()))
 
     lm, tokenizer, precision = load_lm(backbone_dir, compute)
     torch.manual_seed(cfg.seed)  # head initialisation and nothing else depends on the seed before training
@@ -236,8 +264,13 @@ def train_irl(
             for b in range(0, len(order), cfg.batch_size):
                 idx = order[b : b + cfg.batch_size]
                 optimizer.zero_grad(set_to_none=True)
-                d = model.score_hidden([expert_h[i] for i in idx]) - model.score_hidden([non_expert_h[i] for i in idx])
-                loss = irl_loss(d, cfg.objective, cfg.margin)
+                if cfg.objective == CEILING:
+                    loss = supervised_loss(model.score_hidden([ceiling_h[i] for i in idx]), ceiling_toxic[idx])
+                else:
+                    d = model.score_hidden([expert_h[i] for i in idx]) - model.score_hidden(
+                        [non_expert_h[i] for i in idx]
+                    )
+                    loss = irl_loss(d, cfg.objective, cfg.margin)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"IRL loss is {float(loss)} at epoch {epoch}")
                 model.precision.backward_step(loss, optimizer, params, cfg.max_grad_norm)
@@ -253,16 +286,21 @@ def train_irl(
             "seed": cfg.seed,
             "epoch": epoch,
             "train_loss": float(np.mean(train_losses)) if train_losses else float("nan"),
-            "val_loss": float(irl_loss(val_d, cfg.objective, cfg.margin)),
-            "val_pair_accuracy": float((val_d > 0).float().mean()),
+            "val_pair_accuracy": float((val_d > 0).float().mean()),  # untied pairs only
+            "val_pair_ties": val_ties,
             "threshold": threshold,
         }
         val_metrics = reward_metrics(val_rewards, val_gt_reward, val_gt_toxic, threshold)
+        if cfg.objective == CEILING:  # its own objective on the validation texts, selection by their accuracy
+            row["val_loss"] = float(supervised_loss(torch.tensor(val_rewards), torch.tensor(val_gt_toxic)))
+            key = (val_metrics["accuracy"], -row["val_loss"])
+        else:
+            row["val_loss"] = float(irl_loss(val_d, cfg.objective, cfg.margin))
+            key = (row["val_pair_accuracy"], -row["val_loss"])
         row.update({f"val_{k}": v for k, v in val_metrics.items()})
         row.update(evaluate_texts(model, evals["heldout"], "heldout", threshold, cfg, epoch, reward_rows))
         rows.append(row)
-        # model selection on validation only: pair accuracy, ties broken by the lower validation loss
-        key = (row["val_pair_accuracy"], -row["val_loss"])
+        # model selection on validation only: pair accuracy (the ceiling: text accuracy), then the lower loss
         if epoch > 0 and (best is None or key > best[0]):
             state = {
                 "head": {k: v.detach().clone() for k, v in model.head.state_dict().items()},
@@ -296,8 +334,9 @@ def train_irl(
         cfg.seed,
         backbone=str(backbone_dir),
         selected_epoch=best[1],
-        n_train_pairs=len(train_idx),
+        n_train_pairs=len(train_idx),  # the ceiling: labelled texts
         n_val_pairs=len(val_idx),
+        n_val_ties=val_ties,
         selected_metrics=metrics[metrics["selected"]].iloc[0].to_dict(),
         compute=describe_device(precision.device, precision.name, compute.device if compute else None),
     )

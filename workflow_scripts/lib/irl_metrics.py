@@ -24,6 +24,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 LOG = logging.getLogger("irl_llms.irl_metrics")
 METRICS = ("accuracy", "f1", "pearson", "kendall", "spearman")
 TEXT_SETS = ("heldout", "train_texts")
+CEILING = "supervised"  # objective name of the GT-label reference run (``irl.train_irl``)
 
 
 # ============================================================================================ reward vs ground truth
@@ -113,6 +114,7 @@ def summarise(
             )
             row: dict[str, Any] = {
                 "objective": objective, "text_set": text_set, "n_texts": len(r),
+                "val_pair_ties": int(best["val_pair_ties"]) if "val_pair_ties" in best else 0,
                 "selected_seed": int(best["seed"]), "selected_epoch": int(best["epoch"]),
                 "val_pair_accuracy": float(best["val_pair_accuracy"]), "n_seeds": int(group["seed"].nunique()),
             }  # fmt: skip

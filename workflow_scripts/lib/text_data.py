@@ -265,8 +265,9 @@ def make_prompt_dataset(
     :func:`train_eval_split` (stratified by label, seeded) and, when ``n_train`` / ``n_eval`` are given, each half is
     reduced to that many rows by :func:`stratified_subsample` (seeded, label shares kept). Texts with fewer than two
     words are dropped, and so is every text whose text or *prompt* repeats an earlier one up to case, spacing and
-    punctuation (:func:`near_duplicate_key`): no prompt is then in both halves or twice in one. Output columns: ``id`` (first 12 hex digits of the SHA-1 of the
-    text), ``prompt``, ``original_output`` (with its leading space), ``text``, ``label`` (int) and ``source``.
+    punctuation (:func:`near_duplicate_key`): no prompt is then in both halves or twice in one. Output
+    columns: ``id`` (first 12 hex digits of the SHA-1 of the text), ``prompt``, ``original_output`` (with its
+    leading space), ``text``, ``label`` (int) and ``source``.
 
     Raises:
         ValueError: if the frame fails :func:`validate_texts_frame`, if the split fails, or if ``n_train`` /
