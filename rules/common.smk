@@ -194,9 +194,9 @@ PROMPT_TOKENS = config["data"]["max_prompt_tokens"]
 
 
 def ppo_params(settings):
-    """A PPO rule's trainer settings: the section without the GT reward's own key, plus the shared prompt length."""
-    trainer = {k: v for k, v in settings.items() if k != "reward_text"}
-    return canonical({**trainer, "max_prompt_tokens": PROMPT_TOKENS})
+    """A PPO rule's trainer settings: the section without the GT reward's own key (the rule passes the shared
+    prompt length, PROMPT_TOKENS, beside them)."""
+    return canonical({k: v for k, v in settings.items() if k != "reward_text"})
 
 
 def irl_rlhf_ppo_params():

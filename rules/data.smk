@@ -9,7 +9,7 @@ rule prepare_data:
         eval="results/data/eval.parquet",
         rtp="results/data/rtp_prompts.parquet",
     params:
-        data=canonical(config["data"]),
+        data=canonical({k: v for k, v in config["data"].items() if k != "max_prompt_tokens"}),  # the jobs cut prompts
         gt_classifier=data_label_classifier(),
     log:
         "logs/prepare_data.log",

@@ -11,6 +11,7 @@ rule irl_rlhf:
         log="results/irl_rlhf/train_log.parquet",
     params:
         compute=COMPUTE,
+        max_prompt_tokens=PROMPT_TOKENS,
         rlhf=irl_rlhf_ppo_params(),
         irl_rlhf=irl_rlhf_reward_params(),
         checkpoint_dir="results/irl_rlhf/checkpoints",

@@ -9,6 +9,7 @@ rule rlhf:
         log="results/rlhf/train_log.parquet",
     params:
         compute=COMPUTE,
+        max_prompt_tokens=PROMPT_TOKENS,
         rlhf=ppo_params(config["rlhf"]),
         reward_text=config["rlhf"]["reward_text"],
         gt_classifier=with_resolved_wheel(config["gt_classifier"]),

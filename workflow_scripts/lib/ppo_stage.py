@@ -73,10 +73,11 @@ def run_ppo_stage(
 
 
 def run_ppo_job(smk: Any, prompts: list[str], reward_fn: RewardFn, reward_description: dict[str, Any]) -> None:
-    """``run_ppo_stage`` wired to a PPO rule: ``params.{rlhf,compute,checkpoint_dir}``, ``input.sft``,
+    """``run_ppo_stage`` wired to a PPO rule: ``params.{rlhf,compute,checkpoint_dir,max_prompt_tokens}``, ``input.sft``,
     ``output.{model,log}`` (rules ``rlhf`` and ``irl_rlhf``; ``params.rlhf`` holds the rule's PPO settings)."""
     run_ppo_stage(
-        smk.rule, from_config(PPOConfig, "rlhf", smk.params.rlhf), smk.input.sft, prompts, reward_fn,
+        smk.rule, from_config(PPOConfig, "rlhf", smk.params.rlhf, max_prompt_tokens=smk.params.max_prompt_tokens),
+        smk.input.sft, prompts, reward_fn,
         smk.output.model, smk.output.log, smk.params.checkpoint_dir, reward_description,
         from_config(ComputeConfig, "compute", smk.params.compute),
     )  # fmt: skip
