@@ -138,7 +138,8 @@ from workflow_scripts.lib.lm import (  # noqa: E402
     stop_token_ids,
     transformer_blocks,
 )
-from workflow_scripts.lib.ppo import PPOConfig, PPOTrainer  # noqa: E402
+from workflow_scripts.lib.ppo import PPOTrainer  # noqa: E402
+from workflow_scripts.lib.ppo_config import PPOConfig  # noqa: E402
 from workflow_scripts.lib.toxicity import load_scorer  # noqa: E402
 
 GT_WHEEL = "resources/wheels/toxic_comment_classifier-0.3.0-py3-none-any.whl"

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from workflow_scripts.lib.config import from_config
-from workflow_scripts.lib.ppo import PPOConfig
+from workflow_scripts.lib.ppo_config import PPOConfig
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_CONFIG = REPO / ".test" / "config.yaml"
@@ -88,7 +88,8 @@ def tiny_cfg(**kw) -> PPOConfig:
         seed=5,
     )
     base.update(kw)
-    return from_config(PPOConfig, "rlhf", base)
+    prompt_tokens = base.pop("max_prompt_tokens", 64)  # data.max_prompt_tokens, a job value of the PPO rules
+    return from_config(PPOConfig, "rlhf", base, max_prompt_tokens=prompt_tokens)
 
 
 PROMPTS = [f"prompt number {i} says that the weather is" for i in range(12)]

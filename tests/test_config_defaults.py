@@ -23,7 +23,7 @@ from workflow_scripts.lib.demonstrations import DemoConfig
 from workflow_scripts.lib.evaluation import JigsawEvalConfig, RTPEvalConfig
 from workflow_scripts.lib.irl import IRLConfig
 from workflow_scripts.lib.irl_metrics import summarise
-from workflow_scripts.lib.ppo import PPOConfig
+from workflow_scripts.lib.ppo_config import PPOConfig
 from workflow_scripts.lib.sft import SFTConfig
 
 # config section -> the dataclass holding its settings
@@ -40,9 +40,17 @@ SECTIONS = {
     "evaluation.rtp": RTPEvalConfig,
 }
 # keys of those sections that the rules consume (which jobs exist, which checkpoint is an input, a nested section)
-RULE_KEYS = {"irl": {"objectives", "seeds", "init", "bootstrap"}}
+RULE_KEYS = {
+    "irl": {"objectives", "seeds", "init", "bootstrap", "ceiling"},
+    "data": {"max_prompt_tokens"},  # passed by the rules to every job that generates (a job field there)
+    "rlhf": {"reward_text"},  # the GT reward's, not the PPO trainer's
+}
 # fields a job supplies rather than the config section (IRL: the objective and seed wildcards)
-JOB_FIELDS = {"irl": {"objective": "hinge", "seed": 3}}
+JOB_FIELDS = {
+    "irl": {"objective": "hinge", "seed": 3},
+    "rlhf": {"max_prompt_tokens": 64},
+    "demonstrations": {"max_prompt_tokens": 64},
+}
 REQUIRED = {"data": {"texts": "t.parquet", "rtp_prompts": "r.parquet"}, "base_model": {"source": "tiny_random"}}
 
 

@@ -132,6 +132,17 @@ def test_adaptive_kl_controller() -> None:
     assert isinstance(kl_controller(0.1, target=2.0, horizon=100), AdaptiveKLController)
 
 
+def test_kl_controller_updates_as_trlx_once_per_rollout_minibatch() -> None:
+    """trlx calls update(KL of the rollout, n_steps=batch_size) after each rollout minibatch's PPO epochs: 32 rollouts
+    in minibatches of 8 give 4 compounding updates per iteration, not one with n_steps=32."""
+    ctl = AdaptiveKLController(0.05, target=1.0, horizon=1000)
+    ctl.update_iteration(current_kl=3.0, num_rollouts=32, batch_size=8)  # error clipped to +0.2
+    assert ctl.value == pytest.approx(0.05 * (1 + 0.2 * 8 / 1000) ** 4, rel=1e-12)
+    fixed = FixedKLController(0.05)
+    fixed.update_iteration(current_kl=3.0, num_rollouts=32, batch_size=8)
+    assert fixed.value == 0.05
+
+
 def test_running_moments_match_numpy() -> None:
     rng = np.random.default_rng(0)
     chunks = [rng.normal(2.0, 3.0, size=n) for n in (5, 17, 8)]
@@ -143,7 +154,7 @@ def test_running_moments_match_numpy() -> None:
     assert rm.std == pytest.approx(allx.std(ddof=1))
 
 
-def test_score_scaling_divides_by_the_running_std_then_clips() -> None:
+def test_score_scaling_clips_then_divides_by_the_running_std() -> None:
     running = RunningMoments()
     first = torch.tensor([1.0, 3.0])
     scaled = scale_scores(first, "running", 10.0, running)
@@ -155,6 +166,12 @@ def test_score_scaling_divides_by_the_running_std_then_clips() -> None:
     assert torch.equal(
         scale_scores(torch.tensor([-20.0, 0.5]), None, 10.0, RunningMoments()), torch.tensor([-10.0, 0.5])
     )
+    # trlx's order: clip the raw scores first, then scale by the std of the clipped ones (no second clip)
+    big = torch.tensor([40.0, -20.0, 2.0])
+    clipped = torch.tensor([10.0, -10.0, 2.0])
+    got = scale_scores(big, "running", 10.0, RunningMoments())
+    assert torch.allclose(got, clipped / float(clipped.std()))
+    assert float(got.abs().max()) < 10.0  # after scaling nothing is clipped again
 
 
 def test_rollout_layout_left_pads_prompts_and_right_pads_responses() -> None:
@@ -244,8 +261,27 @@ def test_frozen_layers_stay_frozen_and_reference_is_fixed(tiny_model_dir: Path) 
     assert torch.equal(before["gpt_neox.layers.2.mlp.dense_h_to_4h.weight"], ref_after["0.mlp.dense_h_to_4h.weight"])
 
 
+def test_cosine_schedule_steps_once_per_optimizer_step(tiny_model_dir: Path) -> None:
+    """scheduler cosine_annealing: torch's CosineAnnealingLR over optimizer steps (trlx); eta_min may exceed the
+    learning rate (the original 70M run), then the rate rises."""
+    model, tok = load_causal_lm(tiny_model_dir)
+    cfg = tiny_cfg(total_steps=8, scheduler={"name": "cosine_annealing", "T_max": 6, "eta_min": 1e-4})
+    log = PPOTrainer(cfg, model, tok, length_reward, PROMPTS).train()
+    lrs = [1e-4 + (1e-3 - 1e-4) * (1 + math.cos(math.pi * t / 6)) / 2 for t in range(8)]  # steps 0..7
+    # the log holds each iteration's mean over its 4 optimizer steps
+    assert log["learning_rate"].tolist() == pytest.approx([np.mean(lrs[:4]), np.mean(lrs[4:])], rel=1e-6)
+    rising = tiny_cfg(total_steps=4, scheduler={"name": "cosine_annealing", "T_max": None, "eta_min": 2e-3})
+    model, tok = load_causal_lm(tiny_model_dir)
+    trainer = PPOTrainer(rising, model, tok, length_reward, PROMPTS)
+    trainer.train()
+    assert trainer.optimizer.param_groups[0]["lr"] > 1e-3  # T_max = total_steps, the floor above the start
+    constant = PPOTrainer(tiny_cfg(total_steps=4), *load_causal_lm(tiny_model_dir), length_reward, PROMPTS).train()
+    assert (constant["learning_rate"] == 1e-3).all()
+
+
 def test_resume_reaches_the_same_weights_and_log(tiny_model_dir: Path, tmp_path: Path) -> None:
-    cfg = tiny_cfg(total_steps=16)  # 4 iterations
+    # 4 iterations, with the parts a checkpoint must carry: a cosine schedule and an adaptive KL coefficient
+    cfg = tiny_cfg(total_steps=16, scheduler={"name": "cosine_annealing", "T_max": 10, "eta_min": 0.0}, target=0.5)
     model_a, tok = load_causal_lm(tiny_model_dir)
     straight = PPOTrainer(cfg, model_a, tok, length_reward, PROMPTS)
     log_a = straight.train(tmp_path / "a")
@@ -301,10 +337,11 @@ def test_gt_toxicity_reward(gt_wheel: Path) -> None:
     reward = GTToxicityReward.from_pairs(scorer, prompts, refs)
     completions = [" kind and thoughtful person", " is sunny and warm"]
     got = reward(prompts, completions)
-    expected = scorer.p_toxic(refs) - scorer.p_toxic(completions)
+    full = [[p + c for p, c in zip(prompts, texts, strict=True)] for texts in (refs, completions)]
+    expected = scorer.p_toxic(full[0]) - scorer.p_toxic(full[1])  # the original's: prompt + continuation
     assert got.dtype == torch.float32 and got.shape == (2,)
     assert torch.allclose(got, torch.tensor(expected, dtype=torch.float32))
-    assert got[0] > 0.5 and got[1] == pytest.approx(0.0, abs=1e-6)  # detoxified vs. identical continuation
+    assert got[0] > 0.3 and got[1] == pytest.approx(0.0, abs=1e-6)  # detoxified vs. identical continuation
     with pytest.raises(KeyError, match="no reference continuation"):
         reward(["unknown prompt"], ["x"])
 
@@ -339,6 +376,7 @@ def test_ppo_job_writes_the_checkpoint_log_and_drops_resume_state(tiny_model_dir
             rlhf=rlhf,
             compute={"device": "cpu", "precision": "fp32"},
             checkpoint_dir=str(tmp_path / "checkpoints"),
+            max_prompt_tokens=64,
         ),
         input=SimpleNamespace(sft=str(tiny_model_dir)),
         output=SimpleNamespace(model=str(tmp_path / "model"), log=str(tmp_path / "train_log.parquet")),

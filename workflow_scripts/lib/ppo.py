@@ -21,13 +21,10 @@ reproduces an uninterrupted one exactly (``tests/test_ppo.py``).
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +35,9 @@ from tqdm.auto import tqdm
 
 from workflow_scripts.lib.common import atomic_path
 from workflow_scripts.lib.compute import Precision, check_loadable, cpu_rng_state, restored, to_cpu
-from workflow_scripts.lib.generation import Continuation, GenerationSettings, generate_ids
+from workflow_scripts.lib.generation import Continuation, generate_ids
 from workflow_scripts.lib.lm import freeze_bottom_layers, model_fingerprint, run_blocks, split_backbone
+from workflow_scripts.lib.ppo_config import PPOConfig
 from workflow_scripts.lib.ppo_math import (
     RolloutBatch,
     RolloutView,
@@ -51,6 +49,7 @@ from workflow_scripts.lib.ppo_math import (
     gae_advantages,
     kl_controller,
     kl_penalised_rewards,
+    make_optimizer,
     masked_mean,
     masked_whiten,
     ppo_losses,
@@ -61,67 +60,6 @@ from workflow_scripts.lib.rewards import check_reward_output
 LOG = logging.getLogger("irl_llms.ppo")
 
 RewardFn = Callable[[Sequence[str], Sequence[str]], torch.Tensor]
-
-
-@dataclass
-class PPOConfig:
-    """The ``rlhf`` section (trlx names; defaults and docs in config.schema.yaml)."""
-
-    total_steps: int  # optimizer steps (trlx ``train.total_steps``)
-    num_rollouts: int  # rollouts collected per PPO iteration
-    chunk_size: int  # prompts per generation batch
-    ppo_epochs: int
-    batch_size: int  # minibatch size for the updates
-    num_layers_unfrozen: int
-    learning_rate: float
-    weight_decay: float
-    max_grad_norm: float
-    init_kl_coef: float
-    target: float | None  # None: fixed KL coefficient; else adaptive towards this KL (nats per sequence)
-    horizon: int
-    gamma: float
-    lam: float
-    cliprange: float
-    cliprange_value: float
-    vf_coef: float
-    scale_reward: str | None  # running | none
-    cliprange_reward: float
-    max_new_tokens: int
-    top_k: int
-    top_p: float
-    temperature: float
-    max_prompt_tokens: int
-    checkpoint_interval: int  # iterations
-    seed: int
-
-    def __post_init__(self) -> None:
-        if self.scale_reward == "none":
-            self.scale_reward = None
-        if self.scale_reward not in (None, "running"):
-            raise ValueError(f"scale_reward must be 'running' or 'none', got {self.scale_reward!r}")
-        if self.num_rollouts % self.batch_size:
-            raise ValueError(f"num_rollouts ({self.num_rollouts}) must be a multiple of batch_size ({self.batch_size})")
-        if self.num_layers_unfrozen < 1:
-            raise ValueError("num_layers_unfrozen must be >= 1 (the frozen bottom is shared with the reference)")
-
-    @property
-    def steps_per_iteration(self) -> int:
-        return self.ppo_epochs * (self.num_rollouts // self.batch_size)
-
-    @property
-    def iterations(self) -> int:
-        return math.ceil(self.total_steps / self.steps_per_iteration)
-
-    def generation_settings(self) -> GenerationSettings:
-        """Rollout sampling, every setting explicit (transformers would otherwise sample with its own top_k=50)."""
-        return GenerationSettings(
-            max_new_tokens=self.max_new_tokens, do_sample=True, top_k=self.top_k, top_p=self.top_p,
-            temperature=self.temperature, batch_size=self.chunk_size, max_prompt_tokens=self.max_prompt_tokens,
-        )  # fmt: skip
-
-    def fingerprint(self) -> str:
-        """Hash of everything that changes the run (a checkpoint from another config is never resumed)."""
-        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
 
 
 # ============================================================================================ the policy
@@ -202,6 +140,7 @@ def score_rollouts(
     returns_mean = masked_mean(returns, resp_mask)
     stats = {
         "kl": float(kl.sum(1).mean()), "kl_coef": float(kl_coef), "entropy": float(entropy),
+        "kl_trlx": float(((kl.exp() - 1 - kl) * resp_mask).sum(1).mean()),  # the KL trlx's controller tracks
         "returns_mean": float(returns_mean), "values_mean": float(masked_mean(values, resp_mask)),
         "returns_std": float(masked_mean((returns - returns_mean) ** 2, resp_mask).sqrt()),
     }  # fmt: skip
@@ -210,11 +149,13 @@ def score_rollouts(
 
 # ============================================================================================ the update
 def ppo_update(
-    policy: HydraPolicy, optimizer: torch.optim.Optimizer, precision: Precision, batch: RolloutBatch, cfg: PPOConfig,
-    iteration: int, step: int,
+    policy: HydraPolicy, optim: tuple[torch.optim.Optimizer, Any], precision: Precision, batch: RolloutBatch,
+    cfg: PPOConfig, iteration: int, step: int,
 ) -> dict[str, float]:  # fmt: skip
-    """``ppo_epochs`` shuffled passes over ``batch`` in minibatches of ``batch_size``, one optimizer step each
-    (``step`` = optimizer steps before this update, for error messages); returns the mean of each loss statistic."""
+    """``ppo_epochs`` shuffled passes over ``batch`` in minibatches of ``batch_size``, one optimizer and scheduler
+    step each (``optim``; ``step`` = optimizer steps before this update, for error messages); returns the mean of
+    each loss statistic and the learning rate."""
+    optimizer, scheduler = optim
     start = time.perf_counter()
     sums: dict[str, float] = {}
     # the minibatch order is a function of (seed, iteration) only, so a resumed run shuffles as an uninterrupted one
@@ -237,6 +178,8 @@ def ppo_update(
                 )
             optimizer.zero_grad(set_to_none=True)
             stats["grad_norm"] = precision.backward_step(loss, optimizer, params, cfg.max_grad_norm)
+            stats["learning_rate"] = optimizer.param_groups[0]["lr"]  # the rate this step used
+            scheduler.step()
             step += 1
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -262,9 +205,7 @@ class PPOTrainer:
         self.init_fingerprint = model_fingerprint(model, tokenizer)
         torch.manual_seed(cfg.seed)  # the value head's initial weights depend on the seed only
         self.policy = HydraPolicy(model, cfg.num_layers_unfrozen)
-        self.optimizer = torch.optim.AdamW(  # trlx defaults: betas (0.9, 0.95)
-            self.policy.parameters(), lr=cfg.learning_rate, betas=(0.9, 0.95), eps=1e-8, weight_decay=cfg.weight_decay
-        )
+        self.optimizer, self.scheduler = make_optimizer(self.policy.parameters(), cfg)
         self.kl_ctl = kl_controller(cfg.init_kl_coef, cfg.target, cfg.horizon)
         self.running = RunningMoments()
         self.sampler = np.random.default_rng(cfg.seed)
@@ -313,14 +254,15 @@ class PPOTrainer:
         return batch, stats, prompts, completions
 
     def update(self, batch: RolloutBatch) -> dict[str, float]:
-        stats = ppo_update(self.policy, self.optimizer, self.precision, batch, self.cfg, self.iteration, self.step)
+        stats = ppo_update(self.policy, (self.optimizer, self.scheduler), self.precision, batch, self.cfg,
+                           self.iteration, self.step)  # fmt: skip
         self.step += self.cfg.ppo_epochs * math.ceil(batch.input_ids.shape[0] / self.cfg.batch_size)
         return stats
 
     def train_iteration(self) -> dict[str, float]:
         batch, roll_stats, _, _ = self.make_rollouts()
         upd_stats = self.update(batch)
-        self.kl_ctl.update(roll_stats["kl"], n_steps=self.cfg.num_rollouts)
+        self.kl_ctl.update_iteration(roll_stats["kl_trlx"], self.cfg.num_rollouts, self.cfg.batch_size)
         row = {"iteration": self.iteration, "step": self.step, **roll_stats, **upd_stats}
         seconds = roll_stats["rollout_seconds"] + upd_stats["update_seconds"]
         row["tokens_per_s"] = roll_stats["response_tokens"] / seconds
@@ -330,14 +272,14 @@ class PPOTrainer:
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, path: str | Path) -> None:
-        """Everything the next iteration depends on: fingerprints (what may resume), weights, optimizer and loss
+        """Everything the next iteration depends on: fingerprints (what may resume), weights, optimizer, schedule, loss
         scaler, KL coefficient, running moments, prompt sampler, torch RNG, and the log so far; on the CPU."""
         state = {
             "fingerprint": self.cfg.fingerprint(), "init_fingerprint": self.init_fingerprint,
             "precision": self.precision.name, "scaler": self.precision.scaler.state_dict(),
-            "iteration": self.iteration, "step": self.step,
+            "iteration": self.iteration, "step": self.step, "kl_coef": self.kl_ctl.value,
             "model": self.policy.trainable_state(), "value_head": self.policy.value_head.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "kl_coef": self.kl_ctl.value,
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "running": (self.running.mean, self.running.var, self.running.count),
             "sampler": self.sampler.bit_generator.state, "torch_rng": torch.get_rng_state(), "log_rows": self.log_rows,
         }  # fmt: skip
@@ -366,6 +308,7 @@ class PPOTrainer:
         self.policy.model.load_state_dict(state["model"], strict=False)
         self.policy.value_head.load_state_dict(state["value_head"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
         self.precision.scaler, self.kl_ctl.value, self.sampler = scaler, kl, sampler
         self.running.mean, self.running.var, self.running.count = mean, var, n
         torch.set_rng_state(rng)

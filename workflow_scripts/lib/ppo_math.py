@@ -4,9 +4,11 @@
   response token; fixed ``init_kl_coef`` or the adaptive controller of Ziegler et al. (``target``, ``horizon``);
 * GAE (``gamma``, ``lam``) with whitened advantages; clipped policy loss (``cliprange``); clipped value loss
   (``cliprange_value``) weighted by ``vf_coef``;
-* score scaling ``scale_reward: running`` divides every score by the running standard deviation of all scores seen
-  so far (a positive factor: monotone, unlike the original code's per-batch min-max rescaling), optional
-  ``cliprange_reward``;
+* scores clipped to ±``cliprange_reward``, then (``scale_reward: running``) divided by the running standard deviation
+  of all clipped scores seen so far (a positive factor: monotone, unlike the original code's per-batch min-max
+  rescaling), in trlx's order;
+* the optimizer (AdamW, trlx's betas and eps) and its learning-rate schedule (``scheduler``: constant or cosine
+  annealing, stepped once per optimizer step);
 * the value head, and the layout of a rollout batch: each row is its left-padded prompt followed by its right-padded
   response, so every prompt ends at column ``prompt_width - 1`` and response token t sits at column
   ``prompt_width + t`` in every row. Per-token tensors ([B, R]) cover the response columns only; ``mask`` is 1 on
@@ -25,6 +27,7 @@ import torch.nn.functional as F
 
 from workflow_scripts.lib.generation import Continuation
 from workflow_scripts.lib.lm import pad
+from workflow_scripts.lib.ppo_config import PPOConfig
 
 
 # ============================================================================================ entropy, masked ops
@@ -70,14 +73,14 @@ class RunningMoments:
 def scale_scores(
     raw: torch.Tensor, scale_reward: str | None, cliprange_reward: float, running: RunningMoments
 ) -> torch.Tensor:
-    """trlx's score scaling: ``running`` divides by the std of every score seen so far, this batch included (a
-    positive factor, so the ranking of completions is kept), then scores are clipped to ±``cliprange_reward``."""
+    """trlx's order: scores are clipped to ±``cliprange_reward``, then ``running`` divides them by the std of every
+    (clipped) score seen so far, this batch included (a positive factor, so the ranking of completions is kept)."""
     scores = raw.clone()
-    if scale_reward == "running":
-        running.update(raw)
-        scores = scores / running.std
     if cliprange_reward:
         scores = scores.clamp(-cliprange_reward, cliprange_reward)
+    if scale_reward == "running":
+        running.update(scores)
+        scores = scores / running.std
     return scores
 
 
@@ -149,7 +152,21 @@ def ppo_losses(
 
 
 # ============================================================================================ KL coefficient
-class AdaptiveKLController:
+class FixedKLController:
+    def __init__(self, init_kl_coef: float) -> None:
+        self.value = init_kl_coef
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        pass
+
+    def update_iteration(self, current_kl: float, num_rollouts: int, batch_size: int) -> None:
+        """trlx's schedule: after the PPO epochs on each rollout minibatch, one ``update`` with ``n_steps =
+        batch_size``, every one with the KL measured at the rollout (trlx ``post_backward_callback``)."""
+        for _ in range(num_rollouts // batch_size):
+            self.update(current_kl, batch_size)
+
+
+class AdaptiveKLController(FixedKLController):
     """Ziegler et al. (2019): move kl_coef so the KL tracks ``target`` (proportional error clipped to ±0.2)."""
 
     def __init__(self, init_kl_coef: float, target: float, horizon: int) -> None:
@@ -160,19 +177,29 @@ class AdaptiveKLController:
         self.value *= 1 + error * n_steps / self.horizon
 
 
-class FixedKLController:
-    def __init__(self, init_kl_coef: float) -> None:
-        self.value = init_kl_coef
-
-    def update(self, current_kl: float, n_steps: int) -> None:
-        pass
-
-
 def kl_controller(init_kl_coef: float, target: float | None, horizon: int) -> AdaptiveKLController | FixedKLController:
     """``target: null`` keeps ``init_kl_coef`` fixed; a number adapts the coefficient towards that KL."""
     if target is None:
         return FixedKLController(init_kl_coef)
     return AdaptiveKLController(init_kl_coef, target, horizon)
+
+
+def make_optimizer(
+    params: list[torch.nn.Parameter], cfg: PPOConfig
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW (``learning_rate``, ``weight_decay``; trlx's betas (0.9, 0.95) and eps 1e-8) and the ``scheduler``
+    section's schedule: ``constant``, or ``cosine_annealing`` (torch's CosineAnnealingLR, as trlx; ``T_max`` null =
+    ``total_steps``)."""
+    optimizer = torch.optim.AdamW(
+        params, lr=cfg.learning_rate, betas=(0.9, 0.95), eps=1e-8, weight_decay=cfg.weight_decay
+    )
+    name, t_max, eta_min = (cfg.scheduler[k] for k in ("name", "T_max", "eta_min"))
+    if name == "constant":
+        return optimizer, torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    if name == "cosine_annealing":
+        t_max = t_max or cfg.total_steps
+        return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max, eta_min=eta_min)
+    raise ValueError(f"rlhf.scheduler.name must be constant or cosine_annealing, got {name!r}")
 
 
 # ======================================================================================== value head, rollout layout

@@ -21,7 +21,8 @@ from workflow_scripts.lib.common import provenance, seed_everything, write_parqu
 from workflow_scripts.lib.compute import ComputeConfig, describe_device
 from workflow_scripts.lib.config import from_config
 from workflow_scripts.lib.lm import load_lm, save_checkpoint_dir
-from workflow_scripts.lib.ppo import PPOConfig, PPOTrainer, RewardFn
+from workflow_scripts.lib.ppo import PPOTrainer, RewardFn
+from workflow_scripts.lib.ppo_config import PPOConfig
 
 LOG = logging.getLogger("irl_llms.ppo_stage")
 
