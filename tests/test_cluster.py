@@ -12,11 +12,21 @@ from snakemake.utils import validate
 from conftest import REPO, planned_jobs, snakemake
 
 PAPER_CONFIGS = {"70m": REPO / "config" / "paper-70m.yaml", "410m": REPO / "config" / "paper-410m.yaml"}
-# the paper's settings (arXiv 2410.12491, appendix; trlx configs of the authors' code)
+# the paper's settings as traced in resources/paper/README.md (P = paper table, A = released script, T = trlx)
 PAPER = {
-    "70m": {"learning_rate": 3e-6, "init_kl_coef": 0.035, "total_steps": 600, "n_pairs": 100},
-    "410m": {"learning_rate": 8e-7, "init_kl_coef": 0.1, "total_steps": 12000, "n_pairs": 200},
-}
+    "70m": {
+        "rlhf": {"learning_rate": 3e-6, "init_kl_coef": 0.035, "total_steps": 600, "batch_size": 16,  # P
+                 "num_rollouts": 32, "ppo_epochs": 8, "num_layers_unfrozen": 4, "target": 5.71, "chunk_size": 4,  # A
+                 "weight_decay": 1e-6, "scheduler": {"name": "cosine_annealing", "T_max": 10000, "eta_min": 5.45e-6}},
+        "max_prompt_tokens": 1024 - 128, "n_pairs": 100, "irl_lr": 1e-4,
+    },
+    "410m": {
+        "rlhf": {"learning_rate": 8e-7, "init_kl_coef": 0.1, "total_steps": 12000, "batch_size": 2,
+                 "num_rollouts": 48, "ppo_epochs": 5, "num_layers_unfrozen": 3, "target": 4.9, "chunk_size": 4,
+                 "weight_decay": 1e-6, "scheduler": {"name": "cosine_annealing", "T_max": 10000, "eta_min": 2.2e-7}},
+        "max_prompt_tokens": 10000 - 128, "n_pairs": 200, "irl_lr": 1e-6,
+    },
+}  # fmt: skip
 MODEL_RULES = ("sft", "rlhf", "irl_rlhf", "demonstrations", "irl_features", "irl_train", "evaluate")
 
 
@@ -26,15 +36,17 @@ def test_paper_config_is_valid_and_has_the_papers_settings(size: str) -> None:
     cfg = yaml.safe_load(PAPER_CONFIGS[size].read_text())
     validate(cfg, str(REPO / "config.schema.yaml"))
     validate({**base, **cfg}, str(REPO / "config.schema.yaml"))  # as Snakemake merges it over config.yaml
-    rl = cfg["rlhf"]
-    assert (rl["learning_rate"], rl["init_kl_coef"], rl["total_steps"]) == (
-        PAPER[size]["learning_rate"], PAPER[size]["init_kl_coef"], PAPER[size]["total_steps"],
-    )  # fmt: skip
-    assert (rl["batch_size"], rl["num_rollouts"], rl["ppo_epochs"], rl["num_layers_unfrozen"]) == (16, 32, 8, 4)
-    assert (rl["target"], rl["max_new_tokens"], rl["top_k"], rl["gamma"], rl["lam"]) == (5.71, 128, 30, 1.0, 0.95)
-    assert (rl["cliprange"], rl["vf_coef"]) == (0.2, 1.0)
-    assert cfg["demonstrations"]["n_train"] == PAPER[size]["n_pairs"]
-    assert cfg["irl"]["learning_rate"] == 1e-4 and cfg["irl"]["trainable_layers"] == -1
+    rl, paper = cfg["rlhf"], PAPER[size]
+    assert {k: rl[k] for k in paper["rlhf"]} == paper["rlhf"]
+    assert (rl["max_new_tokens"], rl["top_k"], rl["gamma"], rl["lam"]) == (128, 30, 1.0, 0.95)
+    assert (rl["cliprange"], rl["vf_coef"], rl["reward_text"]) == (0.2, 1.0, "full")
+    assert cfg["data"]["max_prompt_tokens"] == paper["max_prompt_tokens"]
+    assert cfg["demonstrations"]["n_train"] == paper["n_pairs"] and cfg["demonstrations"]["non_expert"] == "base"
+    assert cfg["irl"]["learning_rate"] == paper["irl_lr"] and cfg["irl"]["trainable_layers"] == -1
+    # every value above is in the sources table
+    sources = (REPO / "resources" / "paper" / "README.md").read_text()
+    for key in [*paper["rlhf"], "max_prompt_tokens", "n_train", "learning_rate", "trainable_layers"]:
+        assert f"| {key} |" in sources or f"{key} |" in sources or f"| {key}," in sources, key
     assert cfg["base_model"]["name_or_path"] == f"EleutherAI/pythia-{size}"
     assert cfg["sft"]["import_from"] == f"lomahony/eleuther-pythia{size}-hh-sft"
     assert cfg["gt_classifier"]["model"] == "s-nlp/roberta_toxicity_classifier"
@@ -62,7 +74,7 @@ def test_paper_dag_dry_runs_offline(tmp_path: Path, size: str, profile: str | No
     out = snakemake(tmp_path, *args, configfile=PAPER_CONFIGS[size]).stdout
     cfg = yaml.safe_load(PAPER_CONFIGS[size].read_text())
     jobs = planned_jobs(out)
-    n_irl = len(cfg["irl"]["objectives"]) * len(cfg["irl"]["seeds"])
+    n_irl = len(cfg["irl"]["objectives"]) * len(cfg["irl"]["seeds"]) + 1  # + the supervised ceiling
     assert jobs["irl_train"] == n_irl and jobs["evaluate"] == len(cfg["evaluation"]["stages"])
     assert {"prepare_data", "base_model", "sft", "rlhf", "demonstrations", "irl_rlhf", "table1"} <= set(jobs)
     assert not (tmp_path / "results").exists()  # a dry run writes nothing
