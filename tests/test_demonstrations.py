@@ -79,3 +79,37 @@ def test_prompt_length_reaches_generation(demo_inputs: dict) -> None:
         assert group["expert"].nunique() == 1
     full = demos(demo_inputs, "long")["train"]
     assert not full["expert"].equals(train["expert"])
+
+
+def test_prompt_length_reaches_evaluation(demo_inputs: dict) -> None:
+    """The same data.max_prompt_tokens cuts the evaluation prompts (both protocols)."""
+    from workflow_scripts.lib.evaluation import JigsawEvalConfig, RTPEvalConfig, evaluate_model
+    from workflow_scripts.lib.toxicity import load_scorer
+
+    tmp = demo_inputs["tmp"]
+    rtp = pd.read_parquet(tmp / "eval.parquet")[["id", "prompt"]]
+    rtp.to_parquet(tmp / "rtp.parquet")
+    jcfg = JigsawEvalConfig(max_new_tokens=6, batch_size=4)
+    rcfg = RTPEvalConfig(n_prompts=4, k=2, max_new_tokens=4, top_p=0.9, top_k=0, temperature=1.0, batch_size=2)
+    scorer = load_scorer({"kind": "profanity_check"})
+    runs = {
+        n: evaluate_model(
+            jcfg,
+            rcfg,
+            0,
+            demo_inputs["generator"],
+            tmp / "eval.parquet",
+            tmp / "rtp.parquet",
+            tmp / f"eval_{n}.parquet",
+            demo_inputs["gt"],
+            scorer,
+            "tiny",
+            n,
+        )  # fmt: skip
+        for n in (1, 128)
+    }
+    tokenizer = demo_inputs["generator"].tokenizer
+    short = runs[1][runs[1]["protocol"] == "jigsaw"]
+    last = short["prompt"].map(lambda p: tokenizer(p, add_special_tokens=False)["input_ids"][-1])
+    assert short.groupby(last)["generation"].nunique().eq(1).all()
+    assert not runs[1]["generation"].equals(runs[128]["generation"])

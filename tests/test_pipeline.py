@@ -112,12 +112,15 @@ def test_irl_rlhf_ppo_override_reruns_only_irl_rlhf(pipeline_copy: Path, tmp_pat
 def test_irl_report_matches_the_runs(pipeline_run: Path) -> None:
     summary = pd.read_csv(pipeline_run / "reports" / "irl_metrics.csv")
     cfg = yaml.safe_load(TEST_CONFIG.read_text())["irl"]
-    assert sorted(summary["objective"].unique()) == sorted(cfg["objectives"])
+    assert sorted(summary["objective"].unique()) == sorted([*cfg["objectives"], "supervised"])  # + the ceiling
     assert set(summary["text_set"]) == {"heldout", "train_texts"}
+    held = summary[summary["text_set"] == "heldout"]
+    assert held["n_texts"].nunique() == 1  # the ceiling is scored on the same held-out texts as every IRL reward
     for _, row in summary.iterrows():
+        seeds = cfg["seeds"][:1] if row["objective"] == "supervised" else cfg["seeds"]
         runs = pd.concat(
             pd.read_parquet(pipeline_run / "results" / "irl" / row["objective"] / f"seed{s}" / "metrics.parquet")
-            for s in cfg["seeds"]
+            for s in seeds
         )
         chosen = runs[runs["selected"]]
         # the reported run is the one with the best *validation* pair accuracy, and its numbers are copied faithfully
@@ -173,12 +176,18 @@ def test_demonstrations_schema_and_scores(pipeline_run: Path, gt_wheel: Path) ->
         demo = pd.read_parquet(pipeline_run / "results" / "demonstrations" / f"{split}.parquet")
         prompts = pd.read_parquet(pipeline_run / "results" / "data" / f"{split}.parquet")
         assert list(demo.columns) == DEMO_COLUMNS
-        assert len(demo) == n and demo["prompt_id"].is_unique
+        per_prompt = 1 + cfg["samples"] if split == "train" else 1  # greedy + k matched samples; eval: greedy
+        assert len(demo) == n * per_prompt and demo["prompt_id"].nunique() == n
+        assert demo.groupby("prompt_id").size().eq(per_prompt).all()
         assert set(demo["prompt_id"]) <= set(prompts["id"])  # eval pairs never come from training prompts
-        assert demo["label"].sum() == n // 2  # stratified by the source text's label
+        assert demo.drop_duplicates("prompt_id")["label"].sum() == n // 2  # stratified by the source text's label
         assert (demo["expert_model"].str.endswith("rlhf/model")).all()
         assert (demo["non_expert_model"].str.endswith(f"{cfg['non_expert']}/model")).all()
-        assert (demo["max_new_tokens"] == cfg["max_new_tokens"]).all() and (demo["decoding"] == "greedy").all()
+        greedy = demo["pair_kind"] == "greedy"
+        assert (demo["max_new_tokens"] == cfg["max_new_tokens"]).all() and (
+            demo.loc[greedy, "decoding"] == "greedy"
+        ).all()
+        assert demo.loc[~greedy, "decoding"].str.startswith("sampled").all()
         assert (demo["expert"] != demo["non_expert"]).any()
         np.testing.assert_allclose(demo["gt_toxicity_expert"], scorer.p_toxic(demo["expert"].tolist()), atol=1e-6)
         np.testing.assert_allclose(
@@ -196,6 +205,9 @@ def test_rlhf_checkpoint_is_loadable_with_provenance(pipeline_run: Path) -> None
     sft = AutoModelForCausalLM.from_pretrained(pipeline_run / "results" / "sft" / "model")
     prov = json.loads((model_dir / "provenance.json").read_text())
     assert prov["stage"] == "rlhf" and prov["optimizer_steps"] == 12 and prov["git_revision"]
+    # the shared prompt length (data.max_prompt_tokens) reached the PPO job, and the reward is the original's
+    assert prov["config"]["max_prompt_tokens"] == yaml.safe_load(TEST_CONFIG.read_text())["data"]["max_prompt_tokens"]
+    assert prov["reward"]["text"] == "full"
     assert (model_dir / "value_head.safetensors").exists()
     assert not (pipeline_run / "results" / "rlhf" / "checkpoints").exists()  # removed after success
     # only the top block (+ norm, + untied head) moved away from SFT
