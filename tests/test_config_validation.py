@@ -96,3 +96,44 @@ def test_irl_rlhf_objective_must_be_trained(tmp_path: Path) -> None:
     proc = snakemake(tmp_path / "run", "-n", configfile=path, check=False)
     assert proc.returncode != 0
     assert "irl_rlhf.objective='max_margin' is not among irl.objectives ['hinge']" in proc.stderr + proc.stdout
+
+
+def dry_run_with(tmp_path: Path, change) -> tuple[int, str]:
+    cfg = load(TEST_CONFIG)
+    change(cfg)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = snakemake(tmp_path / "run", "-n", configfile=path, check=False)
+    return proc.returncode, proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        (lambda c: c["irl"].update(learning_rate=float("nan")), "irl.learning_rate: nan is not a finite number"),
+        (lambda c: c["rlhf"].update(cliprange=float("inf")), "rlhf.cliprange: inf is not a finite number"),
+        (
+            lambda c: c["rlhf"].update(batch_size=64, num_rollouts=32),
+            "rlhf.num_rollouts (32) must be a multiple of rlhf.batch_size (64)",
+        ),
+        (
+            lambda c: c["irl_rlhf"].update(ppo={"batch_size": 3}),
+            "irl_rlhf.ppo (over rlhf).num_rollouts (8) must be a multiple of irl_rlhf.ppo (over rlhf).batch_size (3)",
+        ),
+        (
+            lambda c: c["demonstrations"].update(greedy=False, samples=0),
+            "demonstrations.greedy is false and demonstrations.samples is 0",
+        ),
+        (lambda c: c["sft"].update(source="import"), "sft.source is 'import' but sft.import_from is empty"),
+        (
+            lambda c: c["base_model"].update(source="pretrained"),
+            "base_model.source is 'pretrained' but base_model.name_or_path is empty",
+        ),
+    ],
+)
+def test_cross_key_and_non_finite_values_stop_before_any_job(tmp_path: Path, change, needle: str) -> None:
+    """Values each key's schema accepts, but not together (or NaN/inf, which pass numeric bounds): the workflow
+    stops at parse time, naming the keys, and plans no job."""
+    rc, out = dry_run_with(tmp_path, change)
+    assert rc != 0 and needle in out, out[-2000:]
+    assert "invalid configuration" in out and not (tmp_path / "run" / "results").exists()

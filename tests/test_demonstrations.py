@@ -113,3 +113,16 @@ def test_prompt_length_reaches_evaluation(demo_inputs: dict) -> None:
     last = short["prompt"].map(lambda p: tokenizer(p, add_special_tokens=False)["input_ids"][-1])
     assert short.groupby(last)["generation"].nunique().eq(1).all()
     assert not runs[1]["generation"].equals(runs[128]["generation"])
+
+
+def test_preference_format_loads_with_datasets(demo_inputs: dict) -> None:
+    """The demonstration parquet is also a prompt / chosen / rejected preference set for the datasets library."""
+    from datasets import load_dataset
+
+    demos(demo_inputs, "pref", samples=2, pairing="matched")
+    path = demo_inputs["tmp"] / "pref" / "train.parquet"
+    ds = load_dataset("parquet", data_files=str(path), split="train")
+    frame = pd.read_parquet(path)
+    assert {"prompt", "chosen", "rejected"} <= set(ds.column_names) and len(ds) == len(frame) == 6 * 3
+    assert ds["chosen"] == frame["expert"].tolist() and ds["rejected"] == frame["non_expert"].tolist()
+    assert ds["prompt"] == frame["prompt"].tolist()

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import copy
 import functools
-from collections.abc import Mapping
+import math
+from collections.abc import Iterator, Mapping
 from dataclasses import fields, is_dataclass
 from typing import Any, TypeVar
 
@@ -103,3 +104,57 @@ def from_config(cls: type[T], section: str, values: Mapping[str, Any] | None = N
     if missing:
         raise ValueError(f"{cls.__name__}: no value for {missing} (not in {section!r} and no schema default)")
     return cls(**{n: merged[n] for n in names})
+
+
+# ============================================================================================ checks across keys
+def non_finite(value: Any, path: str = "") -> Iterator[str]:
+    """Dotted paths of every NaN or infinite number in a config (YAML ``.nan``/``.inf`` pass the schema's bounds)."""
+    if isinstance(value, Mapping):
+        for key, sub in value.items():
+            yield from non_finite(sub, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for i, sub in enumerate(value):
+            yield from non_finite(sub, f"{path}[{i}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        yield path
+
+
+def ppo_problems(ppo: Mapping[str, Any], where: str) -> list[str]:
+    """Constraints between PPO keys that a PPO job would otherwise enforce only when it starts."""
+    problems = []
+    if ppo["num_rollouts"] % ppo["batch_size"]:
+        problems.append(
+            f"{where}.num_rollouts ({ppo['num_rollouts']}) must be a multiple of {where}.batch_size "
+            f"({ppo['batch_size']}): every rollout joins one minibatch"
+        )
+    return problems
+
+
+def config_problems(config: Mapping[str, Any]) -> list[str]:
+    """Everything wrong with a schema-valid, defaulted config that no single key's schema can express, each problem
+    naming its keys; ``rules/common.smk`` stops on them before any job (``[]``: nothing wrong)."""
+    problems = [f"{path}: {_value_at(config, path)} is not a finite number" for path in non_finite(config)]
+    problems += ppo_problems(config["rlhf"], "rlhf")
+    demos = config["demonstrations"]
+    if not demos["greedy"] and demos["samples"] == 0:
+        problems.append("demonstrations.greedy is false and demonstrations.samples is 0: there would be no pairs")
+    sft, base = config["sft"], config["base_model"]
+    if sft["source"] == "import" and not sft["import_from"]:
+        problems.append("sft.source is 'import' but sft.import_from is empty")
+    if base["source"] == "pretrained" and not base["name_or_path"]:
+        problems.append("base_model.source is 'pretrained' but base_model.name_or_path is empty")
+    if base["source"] == "gguf_wheel" and not (base["wheel"] and base["gguf_file"]):
+        problems.append("base_model.source gguf_wheel needs base_model.wheel and base_model.gguf_file")
+    irl, choice = config["irl"], config["irl_rlhf"]
+    if choice["objective"] not in irl["objectives"]:
+        problems.append(f"irl_rlhf.objective={choice['objective']!r} is not among irl.objectives {irl['objectives']}")
+    if choice["seed"] is not None and choice["seed"] not in irl["seeds"]:
+        problems.append(f"irl_rlhf.seed={choice['seed']} is not among irl.seeds {irl['seeds']}")
+    return problems
+
+
+def _value_at(config: Mapping[str, Any], path: str) -> Any:
+    node: Any = config
+    for part in path.replace("[", ".").replace("]", "").split("."):
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    return node

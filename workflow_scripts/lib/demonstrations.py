@@ -5,8 +5,10 @@ the train/eval splits. Produces ``results/demonstrations/train.parquet`` and ``r
 one row per (expert, non-expert) pair with ``prompt_id``, ``prompt``, ``original_output``, ``label``/``source`` of the
 source text, ``expert`` and ``non_expert`` completions, ``pair_kind`` (``greedy`` or ``sampled``) and the indices of
 the two samples (``expert_sample``/``non_expert_sample``, -1 for greedy), their GT toxicity
-(``gt_toxicity_expert``/``gt_toxicity_non_expert``, of the completion), the model ids and the decoding settings. IRL
-learns a reward from these pairs.
+(``gt_toxicity_expert``/``gt_toxicity_non_expert``, of the completion), the model ids and the decoding settings,
+and the same pair in the preference format other tools read (``prompt``, ``chosen`` = expert, ``rejected`` =
+non-expert: ``datasets.load_dataset("parquet", ...)``, then e.g. TRL's reward or DPO trainers).
+IRL learns a reward from these pairs.
 
 Per prompt of the train split: the greedy pair (``greedy: true``) and, with ``samples: k``, k sampled completions from
 each model paired by index (``pairing: matched``, k pairs) or all with all (``pairing: all``, k^2 pairs). Sampling is
@@ -36,7 +38,7 @@ LOG = logging.getLogger("irl_llms.demonstrations")
 DEMO_COLUMNS = [
     "prompt_id", "prompt", "original_output", "label", "source", "pair_kind", "expert_sample", "non_expert_sample",
     "expert", "non_expert", "gt_toxicity_expert", "gt_toxicity_non_expert", "expert_model", "non_expert_model",
-    "max_new_tokens", "decoding",
+    "max_new_tokens", "decoding", "chosen", "rejected",
 ]  # fmt: skip
 PAIRINGS = ("matched", "all")
 
@@ -154,6 +156,8 @@ def make_demonstrations(
         frame["expert_model"] = sources["expert"]
         frame["non_expert_model"] = sources["non_expert"]
         frame["max_new_tokens"] = cfg.max_new_tokens
+        # the preference format of TRL and kin (prompt / chosen / rejected): the expert's completion is preferred
+        frame["chosen"], frame["rejected"] = frame["expert"], frame["non_expert"]
         frame = frame[DEMO_COLUMNS]
         write_parquet(frame, splits[name][1])
         LOG.info(
