@@ -8,6 +8,7 @@ rule irl_features:
         **HUB_INPUT,
     output:
         features="results/irl/features.pt",
+        frozen="results/irl/frozen_backbone.safetensors",
     params:
         compute=COMPUTE,
         irl=irl_features_params(),
@@ -33,6 +34,7 @@ rule irl_train:
     input:
         backbone=f"results/{config['irl']['init']}/model",
         features="results/irl/features.pt",
+        frozen="results/irl/frozen_backbone.safetensors",
     output:
         model=directory("results/irl/{objective}/seed{seed}/reward_model"),
         metrics="results/irl/{objective}/seed{seed}/metrics.parquet",

@@ -125,13 +125,17 @@ def irl_inputs(tiny_model_dir: Path, gt_wheel: Path, tmp_path_factory: pytest.Te
     cfg = from_config(IRLConfig, "irl", settings, objective="max_margin", seed=0)
     features = tmp / "features.pt"
     gt = GTToxicityClassifier.from_wheel(gt_wheel)
-    build_features(tiny_model_dir, paths["demos"], paths["heldout"], paths["train_texts"], gt, features, 1, 32)
+    build_features(
+        tiny_model_dir, paths["demos"], paths["heldout"], paths["train_texts"], gt, features, 1, 32,
+        frozen_out=tmp / "frozen_backbone.safetensors",
+    )  # fmt: skip
     return {"cfg": cfg, "features": features, "backbone": tiny_model_dir, "tmp": tmp}
 
 
 def run(
-    inputs: dict, name: str, features: Path | None = None, compute: ComputeConfig | None = None, **kw
-) -> tuple[pd.DataFrame, Path]:
+    inputs: dict, name: str, features: Path | None = None, compute: ComputeConfig | None = None,
+    frozen_shard: Path | None = None, **kw,
+) -> tuple[pd.DataFrame, Path]:  # fmt: skip
     cfg = IRLConfig(**{**inputs["cfg"].__dict__, **kw})
     out = inputs["tmp"] / name
     metrics = train_irl(
@@ -142,6 +146,7 @@ def run(
         out / "metrics.parquet",
         out / "rewards.parquet",
         compute,
+        frozen_shard,
     )
     return metrics, out
 
@@ -228,3 +233,45 @@ def test_reward_model_round_trip(irl_inputs: dict) -> None:
     np.testing.assert_allclose(reward.score(heldout), recorded["reward"].to_numpy(), atol=1e-5)
     with pytest.raises(FileNotFoundError, match="not a reward model directory"):
         load_reward_model(irl_inputs["tmp"])
+
+
+HF_LOAD = """
+import json, sys
+sys.modules["workflow_scripts"] = None  # this repository's code must not be needed (an import would fail)
+from transformers import AutoModel, AutoTokenizer
+model = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True)
+tokenizer = AutoTokenizer.from_pretrained(sys.argv[1], trust_remote_code=True)
+texts = json.loads(sys.argv[2])
+print(json.dumps({"scores": model.score(texts, tokenizer).tolist(), "class": type(model).__name__}))
+"""
+
+
+def test_reward_model_loads_anywhere_with_hugging_face(irl_inputs: dict, tmp_path: Path) -> None:
+    """A reward model directory copied elsewhere loads with AutoModel(trust_remote_code=True) in a fresh process
+    that cannot import this repository, and scores texts as the pipeline does (to 1e-6)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from workflow_scripts.lib.reward_model import FROZEN_SHARD
+
+    frozen = irl_inputs["tmp"] / "frozen_backbone.safetensors"
+    store = FeatureStore(irl_inputs["features"])
+    texts = store.state["roles"]["heldout"][:6] + ["", "Prompt 0: thank you"]
+    _, out = run(irl_inputs, "hf_export", objective="bradley_terry")
+    pipeline_scores = load_reward_model(out / "reward_model").score(texts)
+    copy = shutil.copytree(out / "reward_model", tmp_path / "somewhere" / "my_reward")
+    proc = subprocess.run(
+        [sys.executable, "-c", HF_LOAD, str(copy), json.dumps(texts)],
+        cwd=tmp_path, capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = [line for line in proc.stdout.splitlines() if line.startswith('{"scores"')]
+    assert result, proc.stdout[-2000:] + proc.stderr[-2000:]
+    got = json.loads(result[-1])
+    assert got["class"] == "IRLRewardModel"
+    np.testing.assert_allclose(got["scores"], pipeline_scores, atol=1e-6, rtol=0)
+    # the frozen shard is shared by hard link when irl_features wrote one; a mismatched shard is refused
+    assert frozen.exists()
+    linked, _ = run(irl_inputs, "hf_linked", frozen_shard=frozen)
+    assert (irl_inputs["tmp"] / "hf_linked" / "reward_model" / FROZEN_SHARD).stat().st_ino == frozen.stat().st_ino

@@ -1,5 +1,6 @@
 """Rule ``irl_features``: the frozen-bottom hidden states (and GT scores) of every text IRL touches, computed once for
-all objective x seed jobs -> ``results/irl/features.pt`` (``workflow_scripts.lib.irl.build_features``)."""
+all objective x seed jobs -> ``results/irl/features.pt``, and the frozen backbone weights the reward model directories
+share -> ``results/irl/frozen_backbone.safetensors`` (``workflow_scripts.lib.irl.build_features``)."""
 
 from typing import Any
 
@@ -15,7 +16,7 @@ def _snakemake(smk: Any) -> None:
     build_features(
         smk.input.backbone, smk.input.demos, smk.input.heldout, smk.input.train_texts,
         load_scorer(smk.params.gt_classifier), smk.output.features, irl["trainable_layers"], irl["max_length"],
-        from_config(ComputeConfig, "compute", smk.params.compute),
+        from_config(ComputeConfig, "compute", smk.params.compute), smk.output.frozen,
     )  # fmt: skip
 
 

@@ -13,7 +13,7 @@ def _snakemake(smk: Any) -> None:
     cfg = from_config(IRLConfig, "irl", smk.params.irl, objective=smk.wildcards.objective, seed=int(smk.wildcards.seed))
     train_irl(
         cfg, smk.input.backbone, smk.input.features, smk.output.model, smk.output.metrics, smk.output.rewards,
-        from_config(ComputeConfig, "compute", smk.params.compute),
+        from_config(ComputeConfig, "compute", smk.params.compute), smk.input.frozen,
     )  # fmt: skip
 
 

@@ -38,7 +38,7 @@ from workflow_scripts.lib.common import atomic_path, provenance, seed_everything
 from workflow_scripts.lib.compute import ComputeConfig, describe_device
 from workflow_scripts.lib.irl_metrics import CEILING, choose_threshold, reward_metrics
 from workflow_scripts.lib.lm import load_lm
-from workflow_scripts.lib.reward_model import RewardModel, save_reward_model
+from workflow_scripts.lib.reward_model import RewardModel, save_frozen_backbone, save_reward_model
 from workflow_scripts.lib.toxicity import ToxicityScorer, is_toxic
 
 LOG = logging.getLogger("irl_llms.irl")
@@ -104,8 +104,10 @@ def build_features(
     trainable_layers: int,
     max_length: int,
     compute: ComputeConfig | None = None,
+    frozen_out: str | Path | None = None,
 ) -> None:
-    """Frozen-bottom hidden states of every text IRL touches, plus each text's GT reward and label (computed once).
+    """Frozen-bottom hidden states of every text IRL touches, plus each text's GT reward and label (computed once),
+    and (``frozen_out``) the frozen backbone weights every reward model directory shares (``export_hf``).
 
     They depend only on the backbone and on ``trainable_layers``/``max_length`` (the irl settings that shape the
     bottom), so changing e.g. the learning rate never rebuilds them.
@@ -144,6 +146,8 @@ def build_features(
     }
     with atomic_path(out_path) as tmp:
         torch.save(state, tmp)
+    if frozen_out is not None:
+        save_frozen_backbone(model, frozen_out)
     LOG.info(
         "IRL features: %d texts, %d tokens, hidden %s", len(texts), int(lengths.sum()), tuple(state["hidden"].shape)
     )
@@ -220,6 +224,7 @@ def train_irl(
     out_metrics: str | Path,
     out_rewards: str | Path,
     compute: ComputeConfig | None = None,
+    frozen_shard: str | Path | None = None,
 ) -> pd.DataFrame:
     """Train one (objective, seed) reward model; select the epoch by validation pair accuracy; write artifacts."""
     seed_everything(cfg.seed)
@@ -340,7 +345,7 @@ def train_irl(
         selected_metrics=metrics[metrics["selected"]].iloc[0].to_dict(),
         compute=describe_device(precision.device, precision.name, compute.device if compute else None),
     )
-    save_reward_model(model, backbone_dir, out_model, record)
+    save_reward_model(model, backbone_dir, out_model, record, frozen_shard)
     write_parquet(metrics, out_metrics)
     write_parquet(pd.concat(reward_rows, ignore_index=True), out_rewards)
     return metrics

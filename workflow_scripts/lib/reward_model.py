@@ -8,21 +8,29 @@ Only the top ``trainable_layers`` blocks (+ head) train; ``bottom_hidden`` runs 
 training can cache it (``workflow_scripts.lib.irl``). ``save_reward_model`` / ``load_reward_model`` write and open
 ``results/irl/{objective}/seed{seed}/reward_model/``; ``LearnedReward`` is the ``rewards(prompts, completions)``
 callable PPO optimises in the IRL-RLHF stage.
+
+Every reward model directory is also a self-contained Hugging Face model (``export_hf``): ``config.json`` naming the
+standalone ``modeling_irl_reward.py`` it carries (``AutoModel.from_pretrained(dir, trust_remote_code=True)``), the
+tokenizer, and the full weights in two shards: the frozen backbone (identical for every reward model of a run, so
+``irl_features`` writes it once and each directory hard-links it) and the trained top blocks + head.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch.nn.utils.rnn import pad_sequence
 
+from workflow_scripts.lib import modeling_irl_reward
 from workflow_scripts.lib.common import atomic_path, write_json
 from workflow_scripts.lib.compute import ComputeConfig, Precision
 from workflow_scripts.lib.lm import load_lm, pad, run_blocks, split_backbone
@@ -110,8 +118,63 @@ class RewardModel(torch.nn.Module):
 
 
 # ============================================================================================ save / load
-def save_reward_model(model: RewardModel, backbone_dir: str | Path, out_dir: str | Path, record: dict) -> None:
-    """Head + trained top blocks (safetensors), tokenizer, and a pointer to the frozen backbone checkpoint."""
+FROZEN_SHARD, TRAINED_SHARD = "model-frozen.safetensors", "model-trained.safetensors"
+
+
+def hf_weights(model: RewardModel) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(frozen, trained) weights under ``IRLRewardModel``'s names: the backbone's (``backbone.*``) split by whether
+    they train, and the head's (``head.*``) with the trained ones."""
+    base = model.lm.base_model
+    trainable = {n for n, p in base.named_parameters() if p.requires_grad}
+    frozen: dict[str, torch.Tensor] = {}
+    trained: dict[str, torch.Tensor] = {}
+    for name, tensor in base.state_dict().items():
+        (trained if name in trainable else frozen)[f"backbone.{name}"] = tensor.detach().float().cpu().contiguous()
+    for name, tensor in model.head.linear.state_dict().items():
+        trained[f"head.{name}"] = tensor.detach().float().cpu().contiguous()
+    return frozen, trained
+
+
+def save_frozen_backbone(model: RewardModel, path: str | Path) -> None:
+    """The frozen shard every reward model of this backbone and ``trainable_layers`` shares (rule irl_features)."""
+    with atomic_path(path) as tmp:
+        save_file(hf_weights(model)[0], tmp)
+
+
+def export_hf(model: RewardModel, out: Path, frozen_shard: str | Path | None = None) -> None:
+    """Write ``out`` as a Hugging Face model: config (with ``auto_map``), the modeling file, sharded weights. The
+    frozen shard is hard-linked from ``frozen_shard`` when given (checked to hold exactly the frozen names), else
+    written."""
+    frozen, trained = hf_weights(model)
+    if frozen_shard is None:
+        save_file(frozen, out / FROZEN_SHARD)
+    else:
+        with safe_open(str(frozen_shard), "pt") as f:
+            if set(f.keys()) != set(frozen):
+                raise ValueError(f"{frozen_shard} does not hold this reward model's frozen weights; rebuild it")
+        try:
+            os.link(frozen_shard, out / FROZEN_SHARD)
+        except OSError:  # another file system: a copy
+            shutil.copyfile(frozen_shard, out / FROZEN_SHARD)
+    save_file(trained, out / TRAINED_SHARD)
+    weight_map = {**dict.fromkeys(frozen, FROZEN_SHARD), **dict.fromkeys(trained, TRAINED_SHARD)}
+    size = sum(t.numel() * t.element_size() for t in [*frozen.values(), *trained.values()])
+    write_json({"metadata": {"total_size": size}, "weight_map": weight_map}, out / "model.safetensors.index.json")
+    config = modeling_irl_reward.IRLRewardConfig(
+        backbone=model.lm.config.to_dict(), max_text_tokens=model.max_length,
+        auto_map={"AutoConfig": "modeling_irl_reward.IRLRewardConfig",
+                  "AutoModel": "modeling_irl_reward.IRLRewardModel"},
+    )  # fmt: skip
+    config.save_pretrained(out)
+    shutil.copyfile(modeling_irl_reward.__file__, out / "modeling_irl_reward.py")
+
+
+def save_reward_model(
+    model: RewardModel, backbone_dir: str | Path, out_dir: str | Path, record: dict,
+    frozen_shard: str | Path | None = None,
+) -> None:  # fmt: skip
+    """Head + trained top blocks (safetensors), tokenizer, and a pointer to the frozen backbone checkpoint (what
+    the pipeline loads), plus the same model as a self-contained Hugging Face directory (``export_hf``)."""
     trained = {n: p.detach().cpu().contiguous() for n, p in model.lm.named_parameters() if p.requires_grad}
     with atomic_path(out_dir, is_dir=True) as tmp:
         save_file({k: v.cpu().contiguous() for k, v in model.head.state_dict().items()}, tmp / "head.safetensors")
@@ -124,6 +187,7 @@ def save_reward_model(model: RewardModel, backbone_dir: str | Path, out_dir: str
             tmp / "reward_config.json",
         )
         write_json(record, tmp / "provenance.json")
+        export_hf(model, tmp, frozen_shard)
 
 
 class LearnedReward:
