@@ -84,15 +84,10 @@ def evaluate_model(
 
     start = time.perf_counter()
     sampled = GenerationSettings(
-        max_new_tokens=rcfg.max_new_tokens,
-        do_sample=True,
-        top_k=rcfg.top_k,
-        top_p=rcfg.top_p,
-        temperature=rcfg.temperature,
-        num_return_sequences=rcfg.k,
-        batch_size=rcfg.batch_size,
+        max_new_tokens=rcfg.max_new_tokens, do_sample=True, top_k=rcfg.top_k, top_p=rcfg.top_p,
+        temperature=rcfg.temperature, num_return_sequences=rcfg.k, batch_size=rcfg.batch_size,
         max_prompt_tokens=max_prompt_tokens,
-    )
+    )  # fmt: skip
     rtp_out = generator.generate(rtp_prompts["prompt"].tolist(), sampled, seed=seed, desc=f"{model_name} rtp")
     LOG.info("rtp-style: %d x %d sampled continuations in %.0f s", len(rtp_out), rcfg.k, time.perf_counter() - start)
     rtp = pd.DataFrame(
