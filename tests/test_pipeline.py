@@ -286,3 +286,20 @@ def test_html_report_embeds_tables_figures_and_config(pipeline_copy: Path) -> No
     page = embedded["table1.html"].decode()
     assert page.count("<table>") == 4  # evaluation, GT, paired differences, the paper's table
     assert "<strong>IRL-RLHF is less toxic than SFT</strong>" in page
+
+
+def test_every_model_directory_has_a_card(pipeline_run: Path) -> None:
+    """base, SFT, RLHF, IRL-RLHF and every reward model carry a README.md model card built from their provenance."""
+    import json
+
+    from huggingface_hub import ModelCard
+
+    results = pipeline_run / "results"
+    dirs = [results / m / "model" for m in ("base", "sft", "rlhf", "irl_rlhf")]
+    dirs += sorted(results.glob("irl/*/seed*/reward_model"))
+    assert len(dirs) == 4 + 7
+    for d in dirs:
+        card = ModelCard.load(d / "README.md")
+        prov = json.loads((d / "provenance.json").read_text())
+        assert "irl-for-llms" in card.data.tags and f"# {prov['stage']} (" in card.text, d
+    assert "more toxic than its base model" in (results / "sft" / "model" / "README.md").read_text()

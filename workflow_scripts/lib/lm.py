@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from workflow_scripts.lib.cards import write_model_card
 from workflow_scripts.lib.common import atomic_path, write_json
 from workflow_scripts.lib.compute import ComputeConfig, Precision, describe_device, format_device, pick_device
 from workflow_scripts.lib.hub import from_hub
@@ -100,14 +101,15 @@ def save_checkpoint_dir(
     record: Mapping[str, Any],
     extra_tensors: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
 ) -> None:
-    """Write a checkpoint directory atomically: weights (safetensors), config, tokenizer, ``provenance.json`` and
-    optional extra tensor files (``{"value_head.safetensors": state_dict}``)."""
+    """Write a checkpoint directory atomically: weights (safetensors), config, tokenizer, ``provenance.json``, a model
+    card (``README.md``) and optional extra tensor files (``{"value_head.safetensors": state_dict}``)."""
     with atomic_path(out_dir, is_dir=True) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         for name, tensors in (extra_tensors or {}).items():
             save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp / name)
         write_json(dict(record), tmp / "provenance.json")
+        write_model_card(tmp, record)
 
 
 def check_tokenizer_matches(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, where: str = "") -> None:

@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch.nn.utils.rnn import pad_sequence
 
 from workflow_scripts.lib import modeling_irl_reward
+from workflow_scripts.lib.cards import write_model_card
 from workflow_scripts.lib.common import atomic_path, write_json
 from workflow_scripts.lib.compute import ComputeConfig, Precision
 from workflow_scripts.lib.lm import load_lm, pad, run_blocks, split_backbone
@@ -188,6 +189,7 @@ def save_reward_model(
         )
         write_json(record, tmp / "provenance.json")
         export_hf(model, tmp, frozen_shard)
+        write_model_card(tmp, record)
 
 
 class LearnedReward:
