@@ -134,6 +134,12 @@ def test_irl_report_matches_the_runs(pipeline_run: Path) -> None:
     assert agreement["spearman"].between(-1, 1).all()
 
 
+def test_tensorboard_switch_reruns_no_training(pipeline_copy: Path, tmp_path: Path) -> None:
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    cfg["tensorboard"] = True  # a logging switch: only the config snapshot changes
+    assert set(jobs_after_config_change(pipeline_copy, tmp_path, cfg)) <= {"config_snapshot", "all"}
+
+
 def test_bootstrap_change_reruns_only_the_table(pipeline_copy: Path, tmp_path: Path) -> None:
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
     cfg["evaluation"]["bootstrap"]["n_resamples"] = 300

@@ -215,6 +215,27 @@ def snakemake_threads(smk: Any) -> int:
     return max(1, n)
 
 
+def tensorboard_hook(smk: Any) -> Callable[[], None] | None:
+    """With ``tensorboard: true`` (read from the config, not a param: a logging switch never reruns a job), a
+    training rule's log is also written as TensorBoard event files after the job (``lib.curves``); the package is
+    checked now, before any training."""
+    from workflow_scripts.lib import curves
+
+    if not smk.config.get("tensorboard") or smk.rule not in curves.TRAINING_LOGS:
+        return None
+    curves.summary_writer()
+    key, step, prefix = curves.TRAINING_LOGS[smk.rule]
+    logdir = curves.job_logdir(smk.rule, smk.wildcards)
+
+    def write() -> None:
+        import pandas as pd
+
+        n = curves.write_curves(pd.read_parquet(smk.output[key]), logdir, step, prefix)
+        LOG.info("TensorBoard: %d scalars in %s", n, logdir)
+
+    return write
+
+
 def run_snakemake_job(smk: Any, fn: Callable[[Any], Any]) -> None:
     """Common adapter for ``script:`` rules: log to the rule's log file, fix threads, stop a model job whose device
     is missing before any work, go offline after ``fetch_hub_assets``, report errors once."""
@@ -232,7 +253,10 @@ def run_snakemake_job(smk: Any, fn: Callable[[Any], Any]) -> None:
         go_offline()
         LOG.info("hub assets cached (%s): offline mode", smk.input.hub)
     try:
+        curves = tensorboard_hook(smk)  # None unless tensorboard: true and a training rule
         fn(smk)
+        if curves is not None:
+            curves()
     except Exception:
         LOG.exception("job failed")
         raise
