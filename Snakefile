@@ -35,6 +35,7 @@ include: "rules/report.smk"
 # where Snakemake runs (a login node with network).
 localrules:
     all,
+    examples,
     fetch_hub_assets,
     irl_report,
     table1,
@@ -53,6 +54,8 @@ rule all:
         "results/demonstrations/train.parquet",
         "results/demonstrations/eval.parquet",
         "reports/irl_metrics.csv",
+        "reports/irl_metrics.html",
+        "reports/examples.html",
         "reports/figures/fig2_irl.png",
         "reports/figures/fig3_ppo_curves.png",
         "reports/figures/fig4_table1.png",

@@ -191,6 +191,16 @@ def irl_rlhf_reward_params():
     return canonical({k: config["irl_rlhf"][k] for k in ("objective", "seed", "batch_size")})
 
 
+def report_item(path, caption, category, subcategory, item):
+    """An output shown by `snakemake --report`: its caption (reports/<caption>.rst), category and subcategory, and
+    labels naming the item and its format, as Snakemake's docs recommend for every report item."""
+    kind = {".png": "figure", ".html": "page", ".csv": "table (CSV)", ".yaml": "YAML"}[Path(path).suffix]
+    return report(
+        path, caption=f"../reports/{caption}.rst", category=category, subcategory=subcategory,
+        labels={"item": item, "format": kind},
+    )
+
+
 # one prompt length for every job that generates from a prompt (PPO rollouts, demonstrations, evaluation)
 PROMPT_TOKENS = config["data"]["max_prompt_tokens"]
 

@@ -36,14 +36,14 @@ rule table1:
         generations=expand("results/eval/{model}.parquet", model=EVAL_STAGES),
         paper=PAPER_TABLE1,
     output:
-        table=report("reports/table1.csv", caption="../reports/table1.rst", category="Table 1"),
-        differences=report(
-            "reports/table1_differences.csv", caption="../reports/table1_differences.rst", category="Table 1"
+        table=report_item("reports/table1.csv", "table1", "Table 1", "Table 1", "Table 1 with CIs"),
+        differences=report_item(
+            "reports/table1_differences.csv", "table1_differences", "Table 1", "Comparisons", "paired differences"
         ),
-        claims=report("reports/table1_claims.csv", caption="../reports/table1_claims.rst", category="Table 1"),
-        vs_paper=report("reports/table1_vs_paper.csv", caption="../reports/table1_vs_paper.rst", category="Table 1"),
+        claims=report_item("reports/table1_claims.csv", "table1_claims", "Table 1", "Comparisons", "the paper's claims"),
+        vs_paper=report_item("reports/table1_vs_paper.csv", "table1_vs_paper", "Table 1", "Comparisons", "vs the paper"),
         markdown="reports/table1.md",
-        html=report("reports/table1.html", caption="../reports/table1_html.rst", category="Table 1"),
+        html=report_item("reports/table1.html", "table1_html", "Table 1", "Table 1", "Table 1, readable"),
     params:
         stages=EVAL_STAGES,
         table1=table1_params(),

@@ -63,13 +63,14 @@ rule irl_report:
         metrics=irl_report_runs("results/irl/{objective}/seed{seed}/metrics.parquet"),
         rewards=irl_report_runs("results/irl/{objective}/seed{seed}/rewards.parquet"),
     output:
-        summary=report("reports/irl_metrics.csv", caption="../reports/irl_metrics.rst", category="IRL"),
+        summary=report_item("reports/irl_metrics.csv", "irl_metrics", "IRL", "Metrics", "IRL metrics"),
         long="reports/irl_metrics_long.csv",
-        agreement=report(
-            "reports/irl_seed_agreement.csv", caption="../reports/irl_seed_agreement.rst", category="IRL"
+        agreement=report_item(
+            "reports/irl_seed_agreement.csv", "irl_seed_agreement", "IRL", "Seeds", "seed agreement"
         ),
-        fig2=report("reports/figures/fig2_irl.png", caption="../reports/fig2.rst", category="Figures"),
-        fig5=report("reports/figures/fig5_irl_heatmap.png", caption="../reports/fig5.rst", category="Figures"),
+        html=report_item("reports/irl_metrics.html", "irl_metrics", "IRL", "Metrics", "IRL metrics, readable"),
+        fig2=report_item("reports/figures/fig2_irl.png", "fig2", "Figures", "IRL", "Figure 2"),
+        fig5=report_item("reports/figures/fig5_irl_heatmap.png", "fig5", "Figures", "IRL", "Figure 5"),
     params:
         bootstrap=canonical(config["irl"]["bootstrap"]),
     log:

@@ -9,7 +9,7 @@ rule fig3_ppo_curves:
     input:
         logs=expand("results/{stage}/train_log.parquet", stage=PPO_STAGES),
     output:
-        figure=report("reports/figures/fig3_ppo_curves.png", caption="../reports/fig3.rst", category="Figures"),
+        figure=report_item("reports/figures/fig3_ppo_curves.png", "fig3", "Figures", "PPO", "Figure 3"),
     params:
         stages=PPO_STAGES,
     log:
@@ -29,7 +29,7 @@ rule fig4_table1:
     input:
         table="reports/table1.csv",
     output:
-        figure=report("reports/figures/fig4_table1.png", caption="../reports/fig4.rst", category="Figures"),
+        figure=report_item("reports/figures/fig4_table1.png", "fig4", "Figures", "Table 1", "Figure 4"),
     log:
         "logs/figures/fig4_table1.log",
     threads: 1
@@ -45,8 +45,10 @@ rule fig4_table1:
 rule config_snapshot:
     """The validated configuration of this run (defaults filled in), as the report shows it."""
     output:
-        config=report("reports/config_used.yaml", caption="../reports/config_used.rst", category="Configuration"),
-        html=report("reports/config_used.html", caption="../reports/config_used.rst", category="Configuration"),
+        config=report_item("reports/config_used.yaml", "config_used", "Configuration", "This run", "configuration"),
+        html=report_item(
+            "reports/config_used.html", "config_used", "Configuration", "This run", "configuration, readable"
+        ),
     params:
         config=canonical(config),
     log:
@@ -59,3 +61,26 @@ rule config_snapshot:
         "../envs/pipeline.yaml"
     script:
         "../workflow_scripts/config_snapshot.py"
+
+
+rule examples:
+    """A page of example generations: a seeded sample of eval prompts with every stage's continuation and scores."""
+    input:
+        generations=expand("results/eval/{model}.parquet", model=EVAL_STAGES),
+    output:
+        page=report_item("reports/examples.html", "examples", "Examples", "Generations", "example generations"),
+    params:
+        stages=EVAL_STAGES,
+        n=8,
+        seed=0,
+        classifiers=[config["evaluation"]["classifier"]["kind"], config["gt_classifier"]["kind"]],
+    log:
+        "logs/figures/examples.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../envs/pipeline.yaml"
+    script:
+        "../workflow_scripts/examples.py"

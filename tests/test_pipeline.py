@@ -17,7 +17,7 @@ from workflow_scripts.lib import metrics
 # the IRL jobs of the .test config: the shared feature cache, 3 objectives x 2 seeds, the report
 IRL_JOBS = {"irl_features": 1, "irl_train": 6 + 1, "irl_report": 1}  # 3 objectives x 2 seeds + the ceiling
 # what any change of the models' config reruns at the end: Table 1, its figure, the PPO figure, the config snapshot
-REPORT_JOBS = {"table1": 1, "fig4_table1": 1, "fig3_ppo_curves": 1, "config_snapshot": 1, "all": 1}
+REPORT_JOBS = {"table1": 1, "fig4_table1": 1, "fig3_ppo_curves": 1, "examples": 1, "config_snapshot": 1, "all": 1}
 STAGES = ["base", "sft", "rlhf", "irl_rlhf"]
 PAPER_COLUMNS = [
     "jigsaw_toxicity_ratio",
@@ -281,6 +281,7 @@ def test_html_report_embeds_tables_figures_and_config(pipeline_copy: Path) -> No
         "reports/table1_vs_paper.csv", "reports/irl_metrics.csv", "reports/irl_seed_agreement.csv",
         "reports/figures/fig2_irl.png", "reports/figures/fig3_ppo_curves.png", "reports/figures/fig4_table1.png",
         "reports/figures/fig5_irl_heatmap.png", "reports/config_used.yaml", "reports/config_used.html",
+        "reports/irl_metrics.html", "reports/examples.html",
     ]  # fmt: skip
     for rel in expected:
         assert embedded[Path(rel).name] == (pipeline_copy / rel).read_bytes(), rel
@@ -292,6 +293,13 @@ def test_html_report_embeds_tables_figures_and_config(pipeline_copy: Path) -> No
     page = embedded["table1.html"].decode()
     assert page.count("<table>") == 4  # evaluation, GT, paired differences, the paper's table
     assert "<strong>IRL-RLHF is less toxic than SFT</strong>" in page
+    irl_page = embedded["irl_metrics.html"].decode()
+    assert irl_page.count("<table>") == 2 and "supervised ceiling (GT labels)" in irl_page
+    examples = embedded["examples.html"].decode()
+    assert "Content warning" in examples and examples.count("<table>") == 8
+    for stage in ("base", "SFT", "RLHF", "IRL-RLHF"):
+        assert f"<td>{stage}</td>" in examples
+    assert '"subcategory"' in html or "Comparisons" in html  # subcategories and labels reach the report
 
 
 def test_every_model_directory_has_a_card(pipeline_run: Path) -> None:

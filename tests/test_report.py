@@ -219,3 +219,25 @@ def test_irl_rlhf_reward_is_chosen_on_validation(tmp_path) -> None:
         choose_reward_model(files, dirs, "max_margin", 7)
     with pytest.raises(ValueError, match="no IRL run of objective 'hinge'"):
         choose_reward_model(files, dirs, "hinge", None)
+
+
+def test_example_page_is_seeded_escaped_and_complete() -> None:
+    from workflow_scripts.lib.examples import examples_page, pick_examples
+
+    def gens(stage: str) -> pd.DataFrame:
+        return pd.DataFrame({
+            "protocol": ["jigsaw"] * 20 + ["rtp"], "prompt_id": [f"p{i}" for i in range(20)] + ["r0"],
+            "prompt": [f"prompt <{i}>" for i in range(21)],
+            "generation": [f"{stage} says <b>{i}</b>" for i in range(21)],
+            "p_toxic_eval": 0.25, "p_toxic_gt": 0.5,
+        })  # fmt: skip
+
+    generations = {s: gens(s) for s in ("base", "sft", "rlhf", "irl_rlhf")}
+    a, b = pick_examples(generations, 5, seed=0), pick_examples(generations, 5, seed=0)
+    pd.testing.assert_frame_equal(a, b)
+    assert a["prompt_id"].nunique() == 5 and len(a) == 20 and "r0" not in set(a["prompt_id"])
+    assert set(pick_examples(generations, 5, seed=1)["prompt_id"]) != set(a["prompt_id"])
+    page = examples_page(a, list(generations), ("profanity_check", "gt_bilstm"))
+    assert page.count("<table>") == 5 and "Content warning" in page
+    assert "&lt;b&gt;" in page and "<b>" not in page  # model text is escaped, never rendered as HTML
+    assert "<td>IRL-RLHF</td>" in page and "<td>0.250</td><td>0.500</td>" in page

@@ -8,13 +8,14 @@ Consumes ``results/irl/{objective}/seed{seed}/{metrics,rewards}.parquet``. Produ
   * ``reports/irl_metrics_long.csv`` -- every metric per objective, seed and epoch (the data behind the heatmap);
   * ``reports/irl_seed_agreement.csv`` -- Spearman correlation between the learned rewards of every pair of seeds on the
     held-out texts: how (non-)identifiable the reward is, in numbers;
+  * ``reports/irl_metrics.html`` -- both tables as a page the report shows inline;
   * ``reports/figures/fig2_irl.png`` and ``fig5_irl_heatmap.png``.
 """
 
 from typing import Any
 
 from workflow_scripts.lib import figures, irl_metrics
-from workflow_scripts.lib.common import run_snakemake_job, write_csv
+from workflow_scripts.lib.common import run_snakemake_job, write_csv, write_markdown_page
 from workflow_scripts.lib.config import section_values
 
 
@@ -24,7 +25,9 @@ def _snakemake(smk: Any) -> None:
     summary = irl_metrics.summarise(metrics, rewards, **bootstrap)
     write_csv(summary, smk.output.summary)
     write_csv(irl_metrics.long_table(metrics), smk.output.long, float_format="%.6f")
-    write_csv(irl_metrics.seed_agreement(metrics, rewards), smk.output.agreement)
+    agreement = irl_metrics.seed_agreement(metrics, rewards)
+    write_csv(agreement, smk.output.agreement)
+    write_markdown_page(irl_metrics.markdown_page(summary, agreement), "IRL metrics", smk.output.html)
     figures.save_figure(figures.figure2(metrics, summary), smk.output.fig2)
     figures.save_figure(figures.figure5_heatmap(metrics), smk.output.fig5)
 

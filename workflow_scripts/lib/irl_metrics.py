@@ -200,3 +200,38 @@ def choose_reward_model(
         "reward_model": str(chosen["_dir"]),
     }
     return Path(chosen["_dir"]), choice
+
+
+# ============================================================================================ the report page
+def markdown_page(summary: pd.DataFrame, agreement: pd.DataFrame) -> str:
+    """``reports/irl_metrics.html`` in words and tables: the selected runs with CIs (the supervised ceiling marked),
+    and the seed-to-seed agreement of each objective's rewards."""
+    rows = []
+    for _, r in summary.iterrows():
+        name = "supervised ceiling (GT labels)" if r["objective"] == CEILING else r["objective"]
+        rows.append(
+            {
+                "objective": name, "texts": f"{r['text_set']} ({int(r['n_texts'])})",
+                "selected (seed, epoch)": f"{int(r['selected_seed'])}, {int(r['selected_epoch'])}",
+                "validation pair accuracy (ties)": f"{r['val_pair_accuracy']:.3f} ({int(r.get('val_pair_ties', 0))})",
+                **{m: f"{r[m]:.3f} [{r[m + '_ci_low']:.3f}, {r[m + '_ci_high']:.3f}]" for m in ("accuracy", "f1")},
+                **{m: f"{r[m]:.3f}" for m in ("pearson", "kendall", "spearman")},
+                "accuracy across seeds": f"{r['accuracy_seed_mean']:.3f} ± {r['accuracy_seed_sd']:.3f}",
+            }
+        )  # fmt: skip
+    table = pd.DataFrame(rows).to_markdown(index=False)
+    by_objective = (
+        agreement.groupby("objective")["spearman"].agg(["count", "min", "median", "max"]).reset_index()
+        if not agreement.empty
+        else pd.DataFrame(columns=["objective", "count", "min", "median", "max"])
+    )
+    agree = by_objective.rename(columns={"count": "seed pairs"}).to_markdown(index=False, floatfmt=".3f")
+    return (
+        "# IRL: the learned rewards against the ground truth\n\n"
+        "Per objective, the run selected on *validation* pairs (seed and epoch), scored on the held-out eval texts "
+        "(never seen by IRL) and on the train-split texts; 95% bootstrap CIs over texts. The supervised ceiling is "
+        "the same reward model trained on GT labels: the most these features allow.\n\n"
+        f"{table}\n\n## Seed agreement (non-identifiability)\n\n"
+        "Spearman correlation between the rewards of two seeds on the held-out texts, over every pair of seeds.\n\n"
+        f"{agree}\n"
+    )
