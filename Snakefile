@@ -36,6 +36,7 @@ include: "rules/report.smk"
 localrules:
     all,
     examples,
+    fig_sft_loss,
     fetch_hub_assets,
     irl_report,
     table1,
@@ -57,6 +58,7 @@ rule all:
         "reports/irl_metrics.html",
         "reports/examples.html",
         "reports/figures/fig2_irl.png",
+        "reports/figures/fig_sft_loss.png",
         "reports/figures/fig3_ppo_curves.png",
         "reports/figures/fig4_table1.png",
         "reports/figures/fig5_irl_heatmap.png",

@@ -71,6 +71,8 @@ rule irl_report:
         html=report_item("reports/irl_metrics.html", "irl_metrics", "IRL", "Metrics", "IRL metrics, readable"),
         fig2=report_item("reports/figures/fig2_irl.png", "fig2", "Figures", "IRL", "Figure 2"),
         fig5=report_item("reports/figures/fig5_irl_heatmap.png", "fig5", "Figures", "IRL", "Figure 5"),
+        fig2_svg="reports/figures/fig2_irl.svg",
+        fig5_svg="reports/figures/fig5_irl_heatmap.svg",
     params:
         bootstrap=canonical(config["irl"]["bootstrap"]),
     log:

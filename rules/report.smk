@@ -10,6 +10,7 @@ rule fig3_ppo_curves:
         logs=expand("results/{stage}/train_log.parquet", stage=PPO_STAGES),
     output:
         figure=report_item("reports/figures/fig3_ppo_curves.png", "fig3", "Figures", "PPO", "Figure 3"),
+        svg="reports/figures/fig3_ppo_curves.svg",
     params:
         stages=PPO_STAGES,
     log:
@@ -30,6 +31,7 @@ rule fig4_table1:
         table="reports/table1.csv",
     output:
         figure=report_item("reports/figures/fig4_table1.png", "fig4", "Figures", "Table 1", "Figure 4"),
+        svg="reports/figures/fig4_table1.svg",
     log:
         "logs/figures/fig4_table1.log",
     threads: 1
@@ -84,3 +86,22 @@ rule examples:
         "../envs/pipeline.yaml"
     script:
         "../workflow_scripts/examples.py"
+
+
+rule fig_sft_loss:
+    """The SFT loss curve (per optimizer step and its running mean)."""
+    input:
+        log="results/sft/train_log.parquet",
+    output:
+        figure=report_item("reports/figures/fig_sft_loss.png", "fig_sft_loss", "Figures", "SFT", "SFT loss"),
+        svg="reports/figures/fig_sft_loss.svg",
+    log:
+        "logs/figures/fig_sft_loss.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../envs/pipeline.yaml"
+    script:
+        "../workflow_scripts/fig_sft_loss.py"

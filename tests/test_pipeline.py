@@ -81,7 +81,8 @@ def test_sft_change_reruns_only_its_descendants(pipeline_copy: Path, tmp_path: P
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
     cfg["sft"]["learning_rate"] = cfg["sft"]["learning_rate"] / 2
     jobs = jobs_after_config_change(pipeline_copy, tmp_path, cfg)
-    assert jobs == {"sft": 1, "rlhf": 1, "irl_rlhf": 1, "evaluate": 3, "demonstrations": 1, **IRL_JOBS, **REPORT_JOBS}
+    sft_jobs = {"sft": 1, "fig_sft_loss": 1, "rlhf": 1, "irl_rlhf": 1, "evaluate": 3, "demonstrations": 1}
+    assert jobs == {**sft_jobs, **IRL_JOBS, **REPORT_JOBS}
 
 
 def test_rlhf_change_reruns_only_its_descendants(pipeline_copy: Path, tmp_path: Path) -> None:
@@ -281,7 +282,7 @@ def test_html_report_embeds_tables_figures_and_config(pipeline_copy: Path) -> No
         "reports/table1_vs_paper.csv", "reports/irl_metrics.csv", "reports/irl_seed_agreement.csv",
         "reports/figures/fig2_irl.png", "reports/figures/fig3_ppo_curves.png", "reports/figures/fig4_table1.png",
         "reports/figures/fig5_irl_heatmap.png", "reports/config_used.yaml", "reports/config_used.html",
-        "reports/irl_metrics.html", "reports/examples.html",
+        "reports/irl_metrics.html", "reports/examples.html", "reports/figures/fig_sft_loss.png",
     ]  # fmt: skip
     for rel in expected:
         assert embedded[Path(rel).name] == (pipeline_copy / rel).read_bytes(), rel
@@ -300,6 +301,8 @@ def test_html_report_embeds_tables_figures_and_config(pipeline_copy: Path) -> No
     for stage in ("base", "SFT", "RLHF", "IRL-RLHF"):
         assert f"<td>{stage}</td>" in examples
     assert '"subcategory"' in html or "Comparisons" in html  # subcategories and labels reach the report
+    for svg in ("fig2_irl", "fig3_ppo_curves", "fig4_table1", "fig5_irl_heatmap", "fig_sft_loss"):
+        assert (pipeline_copy / "reports" / "figures" / f"{svg}.svg").read_text().lstrip().startswith("<?xml")
 
 
 def test_every_model_directory_has_a_card(pipeline_run: Path) -> None:

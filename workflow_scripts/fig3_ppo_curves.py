@@ -12,7 +12,7 @@ def _snakemake(smk: Any) -> None:
         stage: read_table(path, ("step",), f"{stage} PPO log")
         for stage, path in zip(smk.params.stages, smk.input.logs, strict=True)
     }
-    figures.save_figure(figures.figure3_ppo_curves(logs), smk.output.figure)
+    figures.save_figure(figures.figure3_ppo_curves(logs), smk.output.figure, smk.output.svg)
 
 
 if __name__ == "__main__":

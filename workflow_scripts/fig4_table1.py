@@ -10,7 +10,7 @@ from workflow_scripts.lib.common import run_snakemake_job
 
 
 def _snakemake(smk: Any) -> None:
-    figures.save_figure(figures.figure4_table1(pd.read_csv(smk.input.table)), smk.output.figure)
+    figures.save_figure(figures.figure4_table1(pd.read_csv(smk.input.table)), smk.output.figure, smk.output.svg)
 
 
 if __name__ == "__main__":

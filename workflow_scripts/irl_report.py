@@ -28,8 +28,8 @@ def _snakemake(smk: Any) -> None:
     agreement = irl_metrics.seed_agreement(metrics, rewards)
     write_csv(agreement, smk.output.agreement)
     write_markdown_page(irl_metrics.markdown_page(summary, agreement), "IRL metrics", smk.output.html)
-    figures.save_figure(figures.figure2(metrics, summary), smk.output.fig2)
-    figures.save_figure(figures.figure5_heatmap(metrics), smk.output.fig5)
+    figures.save_figure(figures.figure2(metrics, summary), smk.output.fig2, smk.output.fig2_svg)
+    figures.save_figure(figures.figure5_heatmap(metrics), smk.output.fig5, smk.output.fig5_svg)
 
 
 if __name__ == "__main__":

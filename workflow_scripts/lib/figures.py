@@ -32,16 +32,22 @@ PPO_PANELS = (
     ("policy_loss", "policy loss"),
     ("returns_mean", "returns mean"),
     ("returns_std", "returns std"),
-    ("reward_mean", "reward mean (normalised)"),
+    ("reward_raw_mean", "reward mean (raw)"),
+    ("reward_mean", "reward mean (clipped, scaled)"),
     ("kl", "KL to SFT (nats / sequence)"),
+    ("entropy", "entropy (nats / token)"),
 )
 PPO_STYLES = {"rlhf": "-", "irl_rlhf": "--"}
 CLASSIFIER_ROWS = (("", "evaluation classifier"), ("gt_", "GT reward classifier"))
 
 
-def save_figure(fig: plt.Figure, path: str | Path) -> None:
+def save_figure(fig: plt.Figure, path: str | Path, vector: str | Path | None = None) -> None:
+    """PNG at ``path`` (what the report shows) and, with ``vector``, the same figure as SVG (for papers)."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+    if vector is not None:
+        with atomic_path(vector) as tmp:
+            fig.savefig(tmp, bbox_inches="tight", format="svg")
     plt.close(fig)
 
 
@@ -51,7 +57,7 @@ def figure3_ppo_curves(logs: Mapping[str, pd.DataFrame]) -> plt.Figure:
         raise ValueError("Figure 3 needs at least one PPO training log")
     sns.set_theme(style="whitegrid", context="paper")
     palette = dict(zip(PPO_STYLES, sns.color_palette("colorblind", len(PPO_STYLES)), strict=True))
-    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
+    fig, axes = plt.subplots(2, 4, figsize=(17, 6.5))
     for ax, (column, title) in zip(axes.flat, PPO_PANELS, strict=True):
         for stage, log in logs.items():
             if column not in log.columns or "step" not in log.columns:
@@ -63,6 +69,25 @@ def figure3_ppo_curves(logs: Mapping[str, pd.DataFrame]) -> plt.Figure:
         ax.set_xlabel("optimizer step")
     axes.flat[0].legend()
     fig.suptitle("Figure 3: PPO training, RLHF (GT reward, solid) vs IRL-RLHF (learned reward, dashed)")
+    fig.tight_layout()
+    return fig
+
+
+def figure_sft_loss(log: pd.DataFrame, window: int = 10) -> plt.Figure:
+    """The SFT training loss per optimizer step, with its running mean over ``window`` steps; an imported SFT
+    checkpoint (empty log) gets a figure that says so."""
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    if log.empty:
+        ax.text(0.5, 0.5, "SFT checkpoint imported (sft.source: import): no training here", ha="center")
+        ax.set_axis_off()
+        return fig
+    ax.plot(log["step"], log["loss"], color="lightsteelblue", label="loss per step")
+    ax.plot(log["step"], log["loss"].rolling(window, min_periods=1).mean(), color="tab:blue", label=f"mean of {window}")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy (nats / token)")
+    ax.legend()
+    ax.set_title("SFT training loss")
     fig.tight_layout()
     return fig
 
