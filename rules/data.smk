@@ -8,6 +8,7 @@ rule prepare_data:
         train="results/data/train.parquet",
         eval="results/data/eval.parquet",
         rtp="results/data/rtp_prompts.parquet",
+        card="results/data/README.md",
     params:
         data=canonical({k: v for k, v in config["data"].items() if k != "max_prompt_tokens"}),  # the jobs cut prompts
         gt_classifier=data_label_classifier(),

@@ -11,6 +11,7 @@ rule demonstrations:
     output:
         train="results/demonstrations/train.parquet",
         eval="results/demonstrations/eval.parquet",
+        card="results/demonstrations/README.md",
     params:
         compute=COMPUTE,
         generation=GENERATION,

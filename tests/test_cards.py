@@ -32,3 +32,16 @@ def test_reward_model_card_has_its_own_loading_and_no_sft_warning() -> None:
     assert "trust_remote_code=True" in card.text and "model.score(" in card.text
     assert SFT_WARNING not in card.text and "reward-model" in card.data.tags
     assert "selected_epoch: 3" in card.text
+
+
+def test_dataset_card_lists_files_rows_and_columns(tmp_path: Path) -> None:
+    import pandas as pd
+    from huggingface_hub import DatasetCard
+
+    from workflow_scripts.lib.cards import write_dataset_card
+
+    frames = {"train.parquet": pd.DataFrame({"prompt": ["a", "b"], "chosen": ["x", "y"]})}
+    write_dataset_card(tmp_path / "README.md", "Demonstrations", "Pairs of completions.", frames)
+    card = DatasetCard.load(tmp_path / "README.md")
+    assert "irl-for-llms" in card.data.tags and "Content warning" in card.text
+    assert "| `train.parquet` | 2 | `prompt`, `chosen` |" in card.text

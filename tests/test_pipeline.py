@@ -320,3 +320,10 @@ def test_every_model_directory_has_a_card(pipeline_run: Path) -> None:
         prov = json.loads((d / "provenance.json").read_text())
         assert "irl-for-llms" in card.data.tags and f"# {prov['stage']} (" in card.text, d
     assert "more toxic than its base model" in (results / "sft" / "model" / "README.md").read_text()
+    from huggingface_hub import DatasetCard
+
+    for data_dir, files in (("data", ("train", "eval", "rtp_prompts")), ("demonstrations", ("train", "eval"))):
+        card = DatasetCard.load(results / data_dir / "README.md")
+        for name in files:
+            rows = len(pd.read_parquet(results / data_dir / f"{name}.parquet"))
+            assert f"| `{name}.parquet` | {rows} |" in card.text, (data_dir, name)

@@ -3,6 +3,7 @@
 
 from typing import Any
 
+from workflow_scripts.lib.cards import write_dataset_card
 from workflow_scripts.lib.common import run_snakemake_job
 from workflow_scripts.lib.compute import ComputeConfig
 from workflow_scripts.lib.config import from_config
@@ -22,7 +23,15 @@ def _snakemake(smk: Any) -> None:
     def open_model(role: str) -> Any:  # the expert or non-expert checkpoint on the configured backend
         return open_generator(engine, smk.input[role], smk.input.get(f"{role}_engine"), compute)
 
-    make_demonstrations(cfg, open_model, splits, load_scorer(smk.params.gt_classifier))
+    frames = make_demonstrations(cfg, open_model, splits, load_scorer(smk.params.gt_classifier))
+    write_dataset_card(
+        smk.output.card, "Demonstrations of the IRL-for-LLMs pipeline",
+        f"Completions of the same prompts by the expert (the RLHF model) and the non-expert ({cfg.non_expert}), one "
+        "row per pair; also in the preference format (`prompt`, `chosen` = expert, `rejected` = non-expert). Train: "
+        f"the greedy pair{' and ' + str(cfg.samples) + ' sampled pairs (' + cfg.pairing + ')' if cfg.samples else ''} "
+        "per prompt; eval: the greedy pair.",
+        {f"{name}.parquet": frame for name, frame in frames.items()},
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

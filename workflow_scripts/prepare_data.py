@@ -15,7 +15,10 @@ def _snakemake(smk: Any) -> None:
     data["texts"] = str(smk.input.get("texts", data["texts"]))
     data["rtp_prompts"] = str(smk.input.get("rtp", data["rtp_prompts"]))
     cfg = from_config(DataConfig, "data", data)
-    prepare_data(cfg, smk.output.train, smk.output.eval, smk.output.rtp, lambda: load_scorer(smk.params.gt_classifier))
+    prepare_data(
+        cfg, smk.output.train, smk.output.eval, smk.output.rtp, lambda: load_scorer(smk.params.gt_classifier),
+        smk.output.card,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
-"""Model cards (``README.md`` of every model directory) written with ``huggingface_hub.ModelCard`` from the
-directory's provenance record: what the model is, where it came from, how it was trained, what it measured, how to
-load it, and the warnings a reader needs (the SFT model is *more* toxic than its base model; every model here is a
-research artifact trained on toxic text)."""
+"""Cards. Every model directory gets a ``README.md`` model card (``huggingface_hub.ModelCard``) built from its
+provenance record: what the model is, where it came from, how it was trained, what it measured, how to load it, and
+the warnings a reader needs (the SFT model is *more* toxic than its base model; every model here is a research
+artifact trained on toxic text). The data directories get a short ``DatasetCard``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import DatasetCard, DatasetCardData, ModelCard, ModelCardData
 
 WHAT = {
     "base": "the pipeline's base causal language model (stage 1), saved as a plain checkpoint",
@@ -78,3 +78,18 @@ def model_card(record: Mapping[str, Any]) -> ModelCard:
 
 def write_model_card(directory: str | Path, record: Mapping[str, Any]) -> None:
     model_card(record).save(Path(directory) / "README.md")
+
+
+def write_dataset_card(path: str | Path, title: str, what: str, splits: Mapping[str, Any]) -> None:
+    """A short card for a data directory (``results/data``, ``results/demonstrations``): what it is, its files
+    with row counts and columns, and the content warning. ``splits`` maps a file name to its DataFrame."""
+    data = DatasetCardData(license="other", tags=["irl-for-llms", "toxicity", "research"], language=["en"])
+    files = "\n".join(
+        f"| `{name}` | {len(frame)} | {', '.join(f'`{c}`' for c in frame.columns)} |" for name, frame in splits.items()
+    )
+    body = (
+        f"# {title}\n\n{what}\n\n{WARNING}\n\n| file | rows | columns |\n|---|---|---|\n{files}\n\n"
+        "Sources and licences of the texts: `resources/DATA.md` of the pipeline; how each file was made: the "
+        "pipeline's README.\n"
+    )
+    DatasetCard(f"---\n{data.to_yaml()}\n---\n\n{body}").save(Path(path))

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from workflow_scripts.lib.cards import write_dataset_card
 from workflow_scripts.lib.common import write_parquet
 from workflow_scripts.lib.hub import load_dataset_table
 from workflow_scripts.lib.text_data import make_prompt_dataset, normalise_key, text_id, validate_texts_frame
@@ -122,8 +123,10 @@ def prepare_data(
     out_eval: str | Path,
     out_rtp: str | Path,
     label_scorer: Callable[[], Any] | None = None,
+    out_card: str | Path | None = None,
 ) -> dict[str, int]:
-    """``label_scorer`` builds the GT scorer, only called when the texts carry no labels."""
+    """``label_scorer`` builds the GT scorer, only called when the texts carry no labels; ``out_card``: a short data
+    set card of the three files."""
     texts = load_texts(cfg, label_scorer)
     validate_texts_frame(texts, str(cfg.texts))
     train, evaluation = make_prompt_dataset(texts, cfg.eval_fraction, cfg.seed, cfg.n_train, cfg.n_eval)
@@ -136,6 +139,14 @@ def prepare_data(
     write_parquet(train, out_train)
     write_parquet(evaluation, out_eval)
     write_parquet(rtp, out_rtp)
+    if out_card is not None:
+        write_dataset_card(
+            out_card, "Prompt data of the IRL-for-LLMs pipeline",
+            f"Texts of `{cfg.texts}` split at the middle word into prompt / original_output, a seeded "
+            f"label-stratified train/eval split ({1 - cfg.eval_fraction:.0%} / {cfg.eval_fraction:.0%}), no prompt "
+            f"repeated or shared between the halves; the held-out RTP-style prompts of `{cfg.rtp_prompts}`.",
+            {Path(out_train).name: train, Path(out_eval).name: evaluation, Path(out_rtp).name: rtp},
+        )  # fmt: skip
     counts = {
         "train": len(train),
         "eval": len(evaluation),
