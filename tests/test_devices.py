@@ -138,6 +138,7 @@ def test_ppo_and_sft_provenance_record_the_resolved_device(tiny_model_dir: Path,
             rlhf=rlhf | {"num_layers_unfrozen": 1, "max_new_tokens": 4, "seed": 5},
             compute={"device": "auto", "precision": "bf16"},
             checkpoint_dir=str(tmp_path / "checkpoints"),
+            max_prompt_tokens=64,
         ),
         input=SimpleNamespace(sft=str(tiny_model_dir)),
         output=SimpleNamespace(model=str(tmp_path / "rlhf"), log=str(tmp_path / "rlhf_log.parquet")),
@@ -165,7 +166,8 @@ def test_irl_reward_model_provenance_records_the_resolved_device(
 
     texts = pd.read_parquet(REPO / "resources" / "jigsaw_style_texts.parquet")
     toxic, benign = texts[texts.label == 1]["text"].head(6).tolist(), texts[texts.label == 0]["text"].head(6).tolist()
-    demos = pd.DataFrame({"prompt": [f"Prompt {i}:" for i in range(6)], "original_output": toxic,
+    demos = pd.DataFrame({"prompt_id": [f"p{i}" for i in range(6)], "prompt": [f"Prompt {i}:" for i in range(6)],
+                          "original_output": toxic,
                           "expert": benign, "non_expert": toxic})  # fmt: skip
     demos.to_parquet(tmp_path / "demos.parquet")
     pd.DataFrame({"text": toxic[:3] + benign[:3]}).to_parquet(tmp_path / "texts.parquet")

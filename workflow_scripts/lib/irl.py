@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from workflow_scripts.lib.common import atomic_path, provenance, seed_everything, write_parquet
+from workflow_scripts.lib.common import atomic_path, provenance, read_table, seed_everything, write_parquet
 from workflow_scripts.lib.compute import ComputeConfig, describe_device
 from workflow_scripts.lib.irl_metrics import CEILING, choose_threshold, reward_metrics
 from workflow_scripts.lib.lm import load_lm
@@ -112,9 +112,9 @@ def build_features(
     They depend only on the backbone and on ``trainable_layers``/``max_length`` (the irl settings that shape the
     bottom), so changing e.g. the learning rate never rebuilds them.
     """
-    demos = pd.read_parquet(demos_path)
-    if demos.empty:
-        raise ValueError(f"{demos_path}: no demonstration pairs")
+    demos = read_table(
+        demos_path, ("prompt_id", "prompt", "original_output", "expert", "non_expert"), "demonstration pairs"
+    )
     expert, non_expert = demo_texts(demos)
     heldout = pd.read_parquet(heldout_path)["text"].tolist()
     train_texts = pd.read_parquet(train_texts_path)["text"].tolist()
