@@ -95,6 +95,15 @@ def tiny_cfg(**kw) -> PPOConfig:
 PROMPTS = [f"prompt number {i} says that the weather is" for i in range(12)]
 
 
+def ppo_job(rlhf: dict, compute: dict, sft_dir: Path, out: Path):
+    """What Snakemake hands the rlhf rule's script (``smk``), for ``ppo_stage.run_ppo_job`` outside a workflow."""
+    from types import SimpleNamespace
+
+    params = SimpleNamespace(rlhf=rlhf, compute=compute, checkpoint_dir=str(out / "checkpoints"), max_prompt_tokens=64)
+    output = SimpleNamespace(model=str(out / "model"), log=str(out / "train_log.parquet"))
+    return SimpleNamespace(rule="rlhf", params=params, input=SimpleNamespace(sft=str(sft_dir)), output=output)
+
+
 def length_reward(prompts, completions) -> torch.Tensor:
     """A simple, real reward: prefer completions with more characters (the trainer must not care what it is)."""
     return torch.tensor([len(c) / 10 for c in completions], dtype=torch.float32)

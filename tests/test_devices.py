@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import PROMPTS, REPO, length_reward, tiny_cfg
+from conftest import PROMPTS, REPO, length_reward, ppo_job, tiny_cfg
 from workflow_scripts.lib.compute import (
     ComputeConfig,
     DeviceUnavailable,
@@ -125,28 +125,17 @@ def test_every_opened_model_logs_where_it_runs(tiny_model_dir: Path, caplog: pyt
 
 
 def test_ppo_and_sft_provenance_record_the_resolved_device(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from types import SimpleNamespace
-
     from workflow_scripts.lib.config import from_config
     from workflow_scripts.lib.ppo_stage import run_ppo_job
     from workflow_scripts.lib.sft import SFTConfig, train_sft
 
     rlhf = {"total_steps": 4, "num_rollouts": 8, "chunk_size": 8, "ppo_epochs": 1, "batch_size": 4}
-    smk = SimpleNamespace(
-        rule="rlhf",
-        params=SimpleNamespace(
-            rlhf=rlhf | {"num_layers_unfrozen": 1, "max_new_tokens": 4, "seed": 5},
-            compute={"device": "auto", "precision": "bf16"},
-            checkpoint_dir=str(tmp_path / "checkpoints"),
-            max_prompt_tokens=64,
-        ),
-        input=SimpleNamespace(sft=str(tiny_model_dir)),
-        output=SimpleNamespace(model=str(tmp_path / "rlhf"), log=str(tmp_path / "rlhf_log.parquet")),
-    )
+    rlhf |= {"num_layers_unfrozen": 1, "max_new_tokens": 4, "seed": 5}
+    smk = ppo_job(rlhf, {"device": "auto", "precision": "bf16"}, tiny_model_dir, tmp_path / "rlhf")
     run_ppo_job(smk, PROMPTS, length_reward, {"kind": "length"})
     resolved = "cuda:0" if torch.cuda.is_available() else "cpu"
     expected = describe_device(resolved, "bf16", requested="auto")
-    assert json.loads((tmp_path / "rlhf" / "provenance.json").read_text())["compute"] == expected
+    assert json.loads((tmp_path / "rlhf" / "model" / "provenance.json").read_text())["compute"] == expected
 
     texts = pd.read_parquet(REPO / "resources" / "jigsaw_style_texts.parquet")[["text"]].head(16)
     texts.to_parquet(tmp_path / "train.parquet")

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import PROMPTS, length_reward, tiny_cfg
+from conftest import PROMPTS, length_reward, ppo_job, tiny_cfg
 from workflow_scripts.lib.generation import Continuation
 from workflow_scripts.lib.lm import (
     load_causal_lm,
@@ -360,7 +360,6 @@ def test_checkpoint_of_another_policy_is_not_resumed(tiny_model_dir: Path, tmp_p
 
 
 def test_ppo_job_writes_the_checkpoint_log_and_drops_resume_state(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from types import SimpleNamespace
 
     from safetensors.torch import load_file
 
@@ -370,17 +369,7 @@ def test_ppo_job_writes_the_checkpoint_log_and_drops_resume_state(tiny_model_dir
     # what rule rlhf passes as params.rlhf (the config section; keys it leaves out take the schema's defaults)
     rlhf = {"total_steps": 8, "num_rollouts": 8, "chunk_size": 8, "ppo_epochs": 2, "batch_size": 4}
     rlhf |= {"num_layers_unfrozen": 1, "max_new_tokens": 6, "seed": 5}
-    smk = SimpleNamespace(
-        rule="rlhf",
-        params=SimpleNamespace(
-            rlhf=rlhf,
-            compute={"device": "cpu", "precision": "fp32"},
-            checkpoint_dir=str(tmp_path / "checkpoints"),
-            max_prompt_tokens=64,
-        ),
-        input=SimpleNamespace(sft=str(tiny_model_dir)),
-        output=SimpleNamespace(model=str(tmp_path / "model"), log=str(tmp_path / "train_log.parquet")),
-    )
+    smk = ppo_job(rlhf, {"device": "cpu", "precision": "fp32"}, tiny_model_dir, tmp_path)
     run_ppo_job(smk, PROMPTS, length_reward, {"kind": "length"})
     out = tmp_path / "model"
     assert {"model.safetensors", "value_head.safetensors", "provenance.json", "config.json"} <= {
