@@ -19,10 +19,16 @@ from workflow_scripts.lib.hub import hub_assets
 from workflow_scripts.lib.paths import is_local, resolve_path, wheel_hint
 
 config.update(fill_defaults(config))  # Snakemake's validate leaves out the defaults behind a $ref (the seeds)
-# what the schema cannot say (NaN/inf numbers, constraints between keys): stop here, before any job
-PROBLEMS = config_problems(config)
-if PROBLEMS:
-    raise WorkflowError("invalid configuration:\n  " + "\n  ".join(PROBLEMS))
+
+
+def stop_on(problems):
+    """Stop the workflow at parse time, before any job, listing every problem (each names its keys)."""
+    if problems:
+        raise WorkflowError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+# what the schema cannot say (NaN/inf numbers, constraints between keys)
+stop_on(config_problems(config))
 
 wildcard_constraints:
     model="base|sft|rlhf|irl_rlhf",
@@ -215,7 +221,8 @@ def irl_rlhf_ppo_params():
     """rlhf's PPO settings with irl_rlhf.ppo's overrides, validated like rlhf itself (the overrides carry no defaults)."""
     rlhf_schema = SCHEMA["properties"]["rlhf"]
     overrides = config["irl_rlhf"]["ppo"]
-    unknown = sorted(set(overrides) - set(rlhf_schema["properties"]) | set(overrides) & {"reward_text"})
+    not_ppo = set(overrides) - set(rlhf_schema["properties"]) | {"reward_text"}  # the GT reward's key is not PPO's
+    unknown = sorted(set(overrides) & not_ppo)
     if unknown:
         raise WorkflowError(
             f"irl_rlhf.ppo: unknown PPO key(s) {unknown}; allowed: the keys of rlhf except reward_text (IRL-RLHF's"
@@ -227,9 +234,7 @@ def irl_rlhf_ppo_params():
     if error is not None:
         where = ".".join(map(str, list(error.absolute_path)[1:]))
         raise WorkflowError(f"irl_rlhf.ppo.{where}: {error.message}")
-    problems = ppo_problems(merged, "irl_rlhf.ppo (over rlhf)")
-    if problems:
-        raise WorkflowError("invalid configuration:\n  " + "\n  ".join(problems))
+    stop_on(ppo_problems(merged, "irl_rlhf.ppo (over rlhf)"))
     return ppo_params(merged)
 
 

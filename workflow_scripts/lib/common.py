@@ -219,9 +219,11 @@ def tensorboard_hook(smk: Any) -> Callable[[], None] | None:
     """With ``tensorboard: true`` (read from the config, not a param: a logging switch never reruns a job), a
     training rule's log is also written as TensorBoard event files after the job (``lib.curves``); the package is
     checked now, before any training."""
+    if not smk.config.get("tensorboard"):
+        return None
     from workflow_scripts.lib import curves
 
-    if not smk.config.get("tensorboard") or smk.rule not in curves.TRAINING_LOGS:
+    if smk.rule not in curves.TRAINING_LOGS:
         return None
     curves.summary_writer()
     key, step, prefix = curves.TRAINING_LOGS[smk.rule]
