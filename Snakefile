@@ -29,6 +29,7 @@ include: "rules/irl.smk"
 include: "rules/irl_rlhf.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
+include: "rules/slurm.smk"
 
 
 # Seconds-long table and figure jobs run in the main Snakemake process, never as cluster jobs; the hub download runs

@@ -8,33 +8,30 @@ import os
 import sys
 from pathlib import Path
 
-import jsonschema
-import yaml
-
 from snakemake.exceptions import WorkflowError
 
 sys.path.insert(0, workflow.basedir)  # the repository, for workflow_scripts.lib.{paths,config,hub}
-from workflow_scripts.lib.config import config_problems, fill_defaults, ppo_problems
+from workflow_scripts.lib.config import ConfigError, checked_config, irl_rlhf_ppo
 from workflow_scripts.lib.hub import hub_assets
 from workflow_scripts.lib.paths import is_local, resolve_path, wheel_hint
 
-config.update(fill_defaults(config))  # Snakemake's validate leaves out the defaults behind a $ref (the seeds)
+# Snakemake's validate (Snakefile) has checked each key; the rest, defaults behind a $ref (the seeds) and constraints
+# between keys (NaN/inf numbers, irl_rlhf.ppo over rlhf), is lib/config.py's, and stops the workflow before any job
+try:
+    config.update(checked_config(config))
+except ConfigError as e:
+    raise WorkflowError(str(e)) from None
 
-
-def stop_on(problems):
-    """Stop the workflow at parse time, before any job, listing every problem (each names its keys)."""
-    if problems:
-        raise WorkflowError("invalid configuration:\n  " + "\n  ".join(problems))
-
-
-# what the schema cannot say (NaN/inf numbers, constraints between keys)
-stop_on(config_problems(config))
 
 wildcard_constraints:
     model="base|sft|rlhf|irl_rlhf",
     objective="max_margin|hinge|bradley_terry|supervised",
     seed=r"\d+",
 
+
+# One prompt length for every job that generates from a prompt (PPO rollouts, demonstrations, evaluation): each of
+# their rules passes it as params.max_prompt_tokens, and each script hands it on as a job value.
+PROMPT_TOKENS = config["data"]["max_prompt_tokens"]
 
 # Hub ids of the config (paper configs): fetched once by the local rule fetch_hub_assets; every job that may open one
 # takes its manifest as an input (and then runs offline). The default config names none, so no job waits for it.
@@ -43,7 +40,6 @@ HUB_INPUT = {"hub": "results/hub/assets.json"} if HUB_ASSETS else {}
 
 # Shipped inputs (resources/) are addressed relative to the repository, so the workflow can run in any --directory.
 REPO = Path(workflow.basedir)
-SCHEMA = yaml.safe_load((REPO / "config.schema.yaml").read_text())
 
 
 def repo_path(path):
@@ -146,7 +142,7 @@ EVAL_STAGES = config["evaluation"]["stages"]
 def evaluate_params():
     """Only what changes the generations: adding a stage to Table 1 or changing the bootstrap must not rerun them."""
     ev = config["evaluation"]
-    return canonical({**{k: ev[k] for k in ("classifier", "jigsaw", "rtp", "seed")}, "max_prompt_tokens": PROMPT_TOKENS})
+    return canonical({k: ev[k] for k in ("classifier", "jigsaw", "rtp", "seed")})
 
 
 def table1_params():
@@ -207,61 +203,11 @@ def report_item(path, caption, category, subcategory, item):
     )
 
 
-# one prompt length for every job that generates from a prompt (PPO rollouts, demonstrations, evaluation)
-PROMPT_TOKENS = config["data"]["max_prompt_tokens"]
-
-
 def ppo_params(settings):
-    """A PPO rule's trainer settings: the section without the GT reward's own key (the rule passes the shared
-    prompt length, PROMPT_TOKENS, beside them)."""
+    """A PPO rule's trainer settings: the section without the GT reward's own key."""
     return canonical({k: v for k, v in settings.items() if k != "reward_text"})
 
 
 def irl_rlhf_ppo_params():
-    """rlhf's PPO settings with irl_rlhf.ppo's overrides, validated like rlhf itself (the overrides carry no defaults)."""
-    rlhf_schema = SCHEMA["properties"]["rlhf"]
-    overrides = config["irl_rlhf"]["ppo"]
-    not_ppo = set(overrides) - set(rlhf_schema["properties"]) | {"reward_text"}  # the GT reward's key is not PPO's
-    unknown = sorted(set(overrides) & not_ppo)
-    if unknown:
-        raise WorkflowError(
-            f"irl_rlhf.ppo: unknown PPO key(s) {unknown}; allowed: the keys of rlhf except reward_text (IRL-RLHF's"
-            " reward is the learned one)"
-        )
-    merged = {**config["rlhf"], **overrides}
-    errors = jsonschema.Draft202012Validator(SCHEMA).iter_errors({**config, "rlhf": merged})
-    error = jsonschema.exceptions.best_match(e for e in errors if list(e.absolute_path)[:1] == ["rlhf"])
-    if error is not None:
-        where = ".".join(map(str, list(error.absolute_path)[1:]))
-        raise WorkflowError(f"irl_rlhf.ppo.{where}: {error.message}")
-    stop_on(ppo_problems(merged, "irl_rlhf.ppo (over rlhf)"))
-    return ppo_params(merged)
-
-
-def check_slurm_partitions():
-    """With the SLURM executor, before the first sbatch: every partition a job names exists on this cluster."""
-    plugin = workflow.executor_plugin
-    if plugin is None or plugin.name != "slurm":
-        return
-    import subprocess
-
-    try:
-        sinfo = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True, timeout=60, check=True)
-    except (OSError, subprocess.SubprocessError) as e:
-        raise WorkflowError(f"executor slurm: `sinfo` cannot list the partitions ({e}); run Snakemake on a login node")
-    available = set(sinfo.stdout.split())
-    missing = {}
-    for job in workflow.dag.needrun_jobs():
-        partition = None if job.is_local else job.resources.get("slurm_partition")
-        if partition is not None and str(partition) not in available:
-            missing.setdefault(str(partition), set()).add(job.rule.name)
-    if missing:
-        names = "\n".join(f"  slurm_partition={p} (rules {', '.join(sorted(r))})" for p, r in sorted(missing.items()))
-        raise WorkflowError(
-            f"SLURM partition(s) not on this cluster:\n{names}\n  this cluster has: {', '.join(sorted(available))}\n"
-            "  -> set your site's names in profiles/slurm/config.yaml (the &gpu_partition and &cpu_partition anchors)"
-        )
-
-
-onstart:
-    check_slurm_partitions()
+    """rlhf's PPO settings with irl_rlhf.ppo's overrides (checked at parse time by checked_config)."""
+    return ppo_params(irl_rlhf_ppo(config))

@@ -13,6 +13,7 @@ rule evaluate:
         compute=COMPUTE,
         generation=GENERATION,
         evaluation=evaluate_params(),
+        max_prompt_tokens=PROMPT_TOKENS,
         gt_classifier=with_resolved_wheel(config["gt_classifier"]),
     log:
         "logs/evaluate/{model}.log",

@@ -23,7 +23,7 @@ def _snakemake(smk: Any) -> None:
     )  # fmt: skip
     evaluate_model(
         jigsaw, rtp, ev["seed"], generator, smk.input.eval, smk.input.rtp, smk.output.generations,
-        gt_scorer, eval_scorer, smk.wildcards.model, ev["max_prompt_tokens"],
+        gt_scorer, eval_scorer, smk.wildcards.model, smk.params.max_prompt_tokens,
     )  # fmt: skip
 
 

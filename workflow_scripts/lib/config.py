@@ -9,6 +9,11 @@ Python (tests, benchmarks), from the schema's defaults plus the values given, va
 ``tests/test_config_defaults.py`` checks that every dataclass field is a key of its section and every config key
 reaches code. Like ``paths``, this module needs only the standard library, yaml and jsonschema (all Snakemake
 dependencies): ``rules/common.smk`` uses it at parse time.
+
+The whole configuration a run uses is built here once, for the workflow and for every script outside it
+(benchmarks, tests): :func:`load_config` reads ``config.yaml`` with ``--configfile`` files merged over it as
+Snakemake merges them, validates it and fills the defaults; :func:`checked_config` is the part the Snakefile runs
+after Snakemake's own ``validate``.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any, TypeVar
 import jsonschema
 import yaml
 
-from workflow_scripts.lib.paths import SCHEMA_PATH
+from workflow_scripts.lib.paths import REPO_ROOT, SCHEMA_PATH
 
 T = TypeVar("T")
 
@@ -104,6 +109,71 @@ def from_config(cls: type[T], section: str, values: Mapping[str, Any] | None = N
     if missing:
         raise ValueError(f"{cls.__name__}: no value for {missing} (not in {section!r} and no schema default)")
     return cls(**{n: merged[n] for n in names})
+
+
+# ============================================================================================ the whole config
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message lists every problem, each naming its keys."""
+
+
+def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``override`` over ``base``, section by section (how Snakemake merges ``--configfile`` over ``configfile``)."""
+    out = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        out[key] = merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) else value
+    return out
+
+
+def validate(config: Mapping[str, Any]) -> None:
+    """Raise :class:`ConfigError` naming the first key that breaks the schema."""
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(load_schema()).iter_errors(config))
+    if error is not None:
+        where = ".".join(map(str, error.absolute_path)) or "(top level)"
+        raise ConfigError(f"invalid configuration: {where}: {error.message}")
+
+
+def checked_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A schema-valid config with every default filled in (also those behind a ``$ref``, which Snakemake's
+    ``validate`` leaves out) and ``irl_rlhf.ppo`` checked over ``rlhf``; raises :class:`ConfigError` listing every
+    problem between keys."""
+    config = fill_defaults(dict(config))
+    problems = config_problems(config)
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    irl_rlhf_ppo(config)
+    return config
+
+
+def load_config(*configfiles: str | Path) -> dict[str, Any]:
+    """The configuration of ``snakemake [--configfile F ...]``: ``config.yaml`` with each file merged over it in
+    order, validated against the schema, defaults filled, checked across keys. A renamed or moved key fails here."""
+    config: dict[str, Any] = {}
+    for path in (REPO_ROOT / "config.yaml", *map(Path, configfiles)):
+        config = merge(config, yaml.safe_load(Path(path).read_text()) or {})
+    validate(config)
+    return checked_config(config)
+
+
+def irl_rlhf_ppo(config: Mapping[str, Any]) -> dict[str, Any]:
+    """IRL-RLHF's PPO section: ``rlhf`` with ``irl_rlhf.ppo``'s overrides (which carry no defaults), validated like
+    ``rlhf`` itself; ``reward_text`` is the GT reward's key, not PPO's, and may not be overridden."""
+    rlhf = section_schema("rlhf")["properties"]
+    overrides = config["irl_rlhf"]["ppo"]
+    unknown = sorted(k for k in overrides if k not in rlhf or k == "reward_text")
+    if unknown:
+        raise ConfigError(
+            f"irl_rlhf.ppo: unknown PPO key(s) {unknown}; allowed: the keys of rlhf except reward_text (IRL-RLHF's"
+            " reward is the learned one)"
+        )
+    merged = {**config["rlhf"], **overrides}
+    errors = jsonschema.Draft202012Validator(section_schema("rlhf")).iter_errors(merged)
+    error = jsonschema.exceptions.best_match(errors)
+    if error is not None:
+        raise ConfigError(f"irl_rlhf.ppo.{'.'.join(map(str, error.absolute_path))}: {error.message}")
+    problems = ppo_problems(merged, "irl_rlhf.ppo (over rlhf)")
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    return merged
 
 
 # ============================================================================================ checks across keys
