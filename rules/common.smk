@@ -1,6 +1,6 @@
 # Helpers shared by all stages: path resolution, config slices, input checks. No stage logic lives here.
-# Parse time imports only what Snakemake itself depends on (standard library, yaml, jsonschema) and the three library
-# modules built on nothing else (workflow_scripts/lib/{paths,config,hub}.py), so the workflow parses where only Snakemake
+# Parse time imports only what Snakemake itself depends on (standard library, yaml, jsonschema) and the library
+# modules built on nothing else (workflow_scripts/lib/{paths,config,hub,inputs}.py), so the workflow parses where only Snakemake
 # is installed (--use-conda).
 
 import json
@@ -10,9 +10,10 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-sys.path.insert(0, workflow.basedir)  # the repository, for workflow_scripts.lib.{paths,config,hub}
+sys.path.insert(0, workflow.basedir)  # the repository, for workflow_scripts.lib.{paths,config,hub,inputs}
 from workflow_scripts.lib.config import ConfigError, checked_config, irl_rlhf_ppo
 from workflow_scripts.lib.hub import hub_assets
+from workflow_scripts.lib.inputs import require_file
 from workflow_scripts.lib.paths import is_local, resolve_path, wheel_hint
 
 # Snakemake's validate (Snakefile) has checked each key; the rest, defaults behind a $ref (the seeds) and constraints
@@ -49,10 +50,10 @@ def repo_path(path):
 
 def require_shipped(path, what, hint):
     """Fail before any job with a message that names the missing input and how to get it."""
-    resolved = repo_path(path)
-    if not os.path.exists(resolved):
-        raise WorkflowError(f"{what} not found: {resolved}\n  -> {hint}")
-    return resolved
+    try:
+        return str(require_file(repo_path(path), what, hint))
+    except FileNotFoundError as e:
+        raise WorkflowError(str(e)) from None
 
 
 GT_WHEEL = require_shipped(

@@ -13,7 +13,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from workflow_scripts.lib import curves
-from workflow_scripts.lib.common import tensorboard_hook
+from workflow_scripts.lib.job import tensorboard_hook
 
 
 def read_scalars(logdir: Path) -> dict[str, list[tuple[int, float]]]:

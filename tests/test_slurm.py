@@ -32,7 +32,7 @@ import pytest
 import yaml
 
 from conftest import REPO, SNAKEMAKE, TEST_CONFIG
-from workflow_scripts.lib.common import snakemake_threads
+from workflow_scripts.lib.job import snakemake_threads
 
 sys.path.insert(0, str(Path(__file__).parent / "slurm"))
 from cluster import PHYSICAL_CPUS, Cluster, ClusterUnavailable, start_cluster  # noqa: E402

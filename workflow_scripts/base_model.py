@@ -5,8 +5,8 @@ GPT-NeoX whose tokenizer is trained on ``results/data/train.parquet``)."""
 from typing import Any
 
 from workflow_scripts.lib.base_model import BaseModelConfig, build_base_model
-from workflow_scripts.lib.common import run_snakemake_job
 from workflow_scripts.lib.config import from_config
+from workflow_scripts.lib.job import run_snakemake_job
 
 
 def _snakemake(smk: Any) -> None:

@@ -9,7 +9,9 @@ from typing import Any
 
 import yaml
 
-from workflow_scripts.lib.common import run_snakemake_job, write_markdown_page, write_text
+from workflow_scripts.lib.atomic_io import write_text
+from workflow_scripts.lib.job import run_snakemake_job
+from workflow_scripts.lib.pages import write_markdown_page
 
 
 def _snakemake(smk: Any) -> None:

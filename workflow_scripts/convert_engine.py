@@ -3,8 +3,8 @@
 
 from typing import Any
 
-from workflow_scripts.lib.common import run_snakemake_job
 from workflow_scripts.lib.engine import convert_checkpoint
+from workflow_scripts.lib.job import run_snakemake_job
 
 
 def _snakemake(smk: Any) -> None:

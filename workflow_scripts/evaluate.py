@@ -4,11 +4,11 @@ scored by the evaluation classifier and the GT reward classifier -> ``results/ev
 
 from typing import Any
 
-from workflow_scripts.lib.common import run_snakemake_job
 from workflow_scripts.lib.compute import ComputeConfig
 from workflow_scripts.lib.config import from_config
 from workflow_scripts.lib.engine import EngineConfig, open_generator
 from workflow_scripts.lib.evaluation import JigsawEvalConfig, RTPEvalConfig, evaluate_model
+from workflow_scripts.lib.job import run_snakemake_job
 from workflow_scripts.lib.toxicity import load_scorer
 
 

@@ -4,8 +4,9 @@
 import logging
 from typing import Any
 
-from workflow_scripts.lib.common import run_snakemake_job, write_json
+from workflow_scripts.lib.atomic_io import write_json
 from workflow_scripts.lib.hub import fetch_assets
+from workflow_scripts.lib.job import run_snakemake_job
 
 LOG = logging.getLogger("irl_llms.fetch_hub_assets")
 

@@ -4,7 +4,8 @@
 from typing import Any
 
 from workflow_scripts.lib import figures
-from workflow_scripts.lib.common import read_table, run_snakemake_job
+from workflow_scripts.lib.inputs import read_table
+from workflow_scripts.lib.job import run_snakemake_job
 
 
 def _snakemake(smk: Any) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 import pandas as pd
 
 from workflow_scripts.lib import figures
-from workflow_scripts.lib.common import run_snakemake_job
+from workflow_scripts.lib.job import run_snakemake_job
 
 
 def _snakemake(smk: Any) -> None:

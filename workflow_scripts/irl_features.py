@@ -4,10 +4,10 @@ share -> ``results/irl/frozen_backbone.safetensors`` (``workflow_scripts.lib.irl
 
 from typing import Any
 
-from workflow_scripts.lib.common import run_snakemake_job
 from workflow_scripts.lib.compute import ComputeConfig
 from workflow_scripts.lib.config import from_config
 from workflow_scripts.lib.irl import build_features
+from workflow_scripts.lib.job import run_snakemake_job
 from workflow_scripts.lib.toxicity import load_scorer
 
 

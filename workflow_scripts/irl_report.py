@@ -15,8 +15,10 @@ Consumes ``results/irl/{objective}/seed{seed}/{metrics,rewards}.parquet``. Produ
 from typing import Any
 
 from workflow_scripts.lib import figures, irl_metrics
-from workflow_scripts.lib.common import run_snakemake_job, write_csv, write_markdown_page
+from workflow_scripts.lib.atomic_io import write_csv
 from workflow_scripts.lib.config import section_values
+from workflow_scripts.lib.job import run_snakemake_job
+from workflow_scripts.lib.pages import write_markdown_page
 
 
 def _snakemake(smk: Any) -> None:

@@ -11,10 +11,11 @@ min-max rescaling of the learned reward is not used.
 import logging
 from typing import Any
 
-from workflow_scripts.lib.common import read_table, run_snakemake_job
 from workflow_scripts.lib.compute import ComputeConfig
 from workflow_scripts.lib.config import from_config
+from workflow_scripts.lib.inputs import read_table
 from workflow_scripts.lib.irl_metrics import choose_reward_model
+from workflow_scripts.lib.job import run_snakemake_job
 from workflow_scripts.lib.ppo_stage import run_ppo_job
 from workflow_scripts.lib.reward_model import load_reward_model
 

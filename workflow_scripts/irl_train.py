@@ -3,10 +3,10 @@
 
 from typing import Any
 
-from workflow_scripts.lib.common import run_snakemake_job
 from workflow_scripts.lib.compute import ComputeConfig
 from workflow_scripts.lib.config import from_config
 from workflow_scripts.lib.irl import IRLConfig, train_irl
+from workflow_scripts.lib.job import run_snakemake_job
 
 
 def _snakemake(smk: Any) -> None:

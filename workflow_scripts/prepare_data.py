@@ -4,9 +4,9 @@ resolved against the repository; hub ids only in the config."""
 
 from typing import Any
 
-from workflow_scripts.lib.common import run_snakemake_job
 from workflow_scripts.lib.config import from_config
 from workflow_scripts.lib.data import DataConfig, prepare_data
+from workflow_scripts.lib.job import run_snakemake_job
 from workflow_scripts.lib.toxicity import load_scorer
 
 

@@ -5,7 +5,8 @@ continuations alone with ``rlhf.reward_text: continuation``) -> ``results/rlhf/m
 
 from typing import Any
 
-from workflow_scripts.lib.common import read_table, run_snakemake_job
+from workflow_scripts.lib.inputs import read_table
+from workflow_scripts.lib.job import run_snakemake_job
 from workflow_scripts.lib.ppo_stage import run_ppo_job
 from workflow_scripts.lib.rewards import GTToxicityReward
 from workflow_scripts.lib.toxicity import load_scorer

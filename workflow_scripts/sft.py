@@ -3,9 +3,9 @@
 
 from typing import Any
 
-from workflow_scripts.lib.common import run_snakemake_job
 from workflow_scripts.lib.compute import ComputeConfig
 from workflow_scripts.lib.config import from_config
+from workflow_scripts.lib.job import run_snakemake_job
 from workflow_scripts.lib.sft import SFTConfig, train_sft
 
 

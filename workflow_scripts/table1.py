@@ -5,7 +5,9 @@ against them and the paper's own numbers beside ours -> ``reports/table1{,_diffe
 from typing import Any
 
 from workflow_scripts.lib import table1
-from workflow_scripts.lib.common import run_snakemake_job, write_csv, write_markdown_page, write_text
+from workflow_scripts.lib.atomic_io import write_csv, write_text
+from workflow_scripts.lib.job import run_snakemake_job
+from workflow_scripts.lib.pages import write_markdown_page
 
 
 def _snakemake(smk: Any) -> None:

@@ -20,11 +20,13 @@ import pandas as pd
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
 
-from workflow_scripts.lib.common import provenance, require_file, seed_everything
 from workflow_scripts.lib.config import from_config
 from workflow_scripts.lib.hub import from_hub
+from workflow_scripts.lib.inputs import require_file
 from workflow_scripts.lib.lm import check_tokenizer_matches, save_checkpoint_dir
 from workflow_scripts.lib.paths import resolve_path, wheel_hint
+from workflow_scripts.lib.provenance import provenance
+from workflow_scripts.lib.seeding import seed_everything
 
 LOG = logging.getLogger("irl_llms.base")
 

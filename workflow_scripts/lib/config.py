@@ -23,6 +23,7 @@ import functools
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import fields, is_dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import jsonschema

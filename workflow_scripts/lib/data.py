@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from workflow_scripts.lib.atomic_io import write_parquet
 from workflow_scripts.lib.cards import write_dataset_card
-from workflow_scripts.lib.common import write_parquet
 from workflow_scripts.lib.hub import load_dataset_table
 from workflow_scripts.lib.text_data import make_prompt_dataset, normalise_key, text_id, validate_texts_frame
 from workflow_scripts.lib.toxicity import is_toxic

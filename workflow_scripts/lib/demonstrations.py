@@ -27,9 +27,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from workflow_scripts.lib.common import seed_everything, write_parquet
+from workflow_scripts.lib.atomic_io import write_parquet
 from workflow_scripts.lib.engine import TextGenerator
 from workflow_scripts.lib.generation import GenerationSettings
+from workflow_scripts.lib.seeding import seed_everything
 from workflow_scripts.lib.text_data import stratified_subsample
 from workflow_scripts.lib.toxicity import ToxicityScorer
 

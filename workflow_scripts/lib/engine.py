@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
-from workflow_scripts.lib.common import atomic_path, write_json
+from workflow_scripts.lib.atomic_io import atomic_path, write_json
 from workflow_scripts.lib.compute import ComputeConfig, pick_device
 from workflow_scripts.lib.generation import (
     Continuation,

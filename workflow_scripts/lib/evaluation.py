@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from workflow_scripts.lib.common import read_table, seed_everything, write_parquet
+from workflow_scripts.lib.atomic_io import write_parquet
 from workflow_scripts.lib.engine import TextGenerator
 from workflow_scripts.lib.generation import GenerationSettings
+from workflow_scripts.lib.inputs import read_table
+from workflow_scripts.lib.seeding import seed_everything
 from workflow_scripts.lib.toxicity import ToxicityScorer, is_toxic
 
 LOG = logging.getLogger("irl_llms.evaluate")

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workflow_scripts.lib.common import HTML_STYLE, write_text
+from workflow_scripts.lib.atomic_io import write_text
+from workflow_scripts.lib.pages import HTML_STYLE
 from workflow_scripts.lib.table1 import stage_label
 
 WARNING = (

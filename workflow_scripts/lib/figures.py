@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from workflow_scripts.lib.common import atomic_path  # noqa: E402
+from workflow_scripts.lib.atomic_io import atomic_path  # noqa: E402
 from workflow_scripts.lib.irl_metrics import CEILING, best_run, select_runs  # noqa: E402
 from workflow_scripts.lib.table1 import METRIC_LABELS, STAGE_LABELS, stage_label  # noqa: E402
 

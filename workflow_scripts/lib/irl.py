@@ -34,11 +34,14 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from workflow_scripts.lib.common import atomic_path, provenance, read_table, seed_everything, write_parquet
+from workflow_scripts.lib.atomic_io import atomic_path, write_parquet
 from workflow_scripts.lib.compute import ComputeConfig, describe_device
+from workflow_scripts.lib.inputs import read_table
 from workflow_scripts.lib.irl_metrics import CEILING, choose_threshold, reward_metrics
 from workflow_scripts.lib.lm import load_lm
+from workflow_scripts.lib.provenance import provenance
 from workflow_scripts.lib.reward_model import RewardModel, save_frozen_backbone, save_reward_model
+from workflow_scripts.lib.seeding import seed_everything
 from workflow_scripts.lib.toxicity import ToxicityScorer, is_toxic
 
 LOG = logging.getLogger("irl_llms.irl")

@@ -22,8 +22,8 @@ import torch
 from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from workflow_scripts.lib.atomic_io import atomic_path, write_json
 from workflow_scripts.lib.cards import write_model_card
-from workflow_scripts.lib.common import atomic_path, write_json
 from workflow_scripts.lib.compute import ComputeConfig, Precision, describe_device, format_device, pick_device
 from workflow_scripts.lib.hub import from_hub
 from workflow_scripts.lib.paths import is_local

@@ -17,12 +17,14 @@ from typing import Any
 
 import pandas as pd
 
-from workflow_scripts.lib.common import provenance, seed_everything, write_parquet
+from workflow_scripts.lib.atomic_io import write_parquet
 from workflow_scripts.lib.compute import ComputeConfig, describe_device
 from workflow_scripts.lib.config import from_config
 from workflow_scripts.lib.lm import load_lm, save_checkpoint_dir
 from workflow_scripts.lib.ppo import PPOTrainer, RewardFn
 from workflow_scripts.lib.ppo_config import PPOConfig
+from workflow_scripts.lib.provenance import provenance
+from workflow_scripts.lib.seeding import seed_everything
 
 LOG = logging.getLogger("irl_llms.ppo_stage")
 

@@ -31,8 +31,8 @@ from safetensors.torch import load_file, save_file
 from torch.nn.utils.rnn import pad_sequence
 
 from workflow_scripts.lib import modeling_irl_reward
+from workflow_scripts.lib.atomic_io import atomic_path, write_json
 from workflow_scripts.lib.cards import write_model_card
-from workflow_scripts.lib.common import atomic_path, write_json
 from workflow_scripts.lib.compute import ComputeConfig, Precision
 from workflow_scripts.lib.lm import load_lm, pad, run_blocks, split_backbone
 from workflow_scripts.lib.rewards import check_reward_output

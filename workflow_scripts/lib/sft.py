@@ -22,9 +22,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from workflow_scripts.lib.common import provenance, seed_everything, write_parquet
+from workflow_scripts.lib.atomic_io import write_parquet
 from workflow_scripts.lib.compute import ComputeConfig, Precision, describe_device, format_device
 from workflow_scripts.lib.lm import freeze_bottom_layers, load_causal_lm, load_lm, pad, save_checkpoint_dir
+from workflow_scripts.lib.provenance import provenance
+from workflow_scripts.lib.seeding import seed_everything
 
 LOG = logging.getLogger("irl_llms.sft")
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from workflow_scripts.lib.common import read_table
+from workflow_scripts.lib.inputs import read_table
 from workflow_scripts.lib.metrics import paired_differences, protocol_units, summarise_protocols
 
 STAGE_ORDER = ("base", "sft", "rlhf", "irl_rlhf")
