@@ -126,7 +126,8 @@ def test_differences_table_from_synthetic_generations(tmp_path) -> None:
 
 
 def test_one_toxicity_rule_is_inclusive_and_shared() -> None:
-    from workflow_scripts.lib.toxicity import TOXIC_THRESHOLD, check_texts, is_toxic
+    from workflow_scripts.lib.text_checks import check_texts
+    from workflow_scripts.lib.toxicity import TOXIC_THRESHOLD, is_toxic
 
     assert TOXIC_THRESHOLD == 0.5  # the paper's rule
     assert is_toxic([0.49999, 0.5, 0.9]).tolist() == [False, True, True]

