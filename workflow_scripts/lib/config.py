@@ -138,9 +138,7 @@ def checked_config(config: Mapping[str, Any]) -> dict[str, Any]:
     ``validate`` leaves out) and ``irl_rlhf.ppo`` checked over ``rlhf``; raises :class:`ConfigError` listing every
     problem between keys."""
     config = fill_defaults(dict(config))
-    problems = config_problems(config)
-    if problems:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    raise_problems(config_problems(config))
     irl_rlhf_ppo(config)
     return config
 
@@ -171,9 +169,7 @@ def irl_rlhf_ppo(config: Mapping[str, Any]) -> dict[str, Any]:
     error = jsonschema.exceptions.best_match(errors)
     if error is not None:
         raise ConfigError(f"irl_rlhf.ppo.{'.'.join(map(str, error.absolute_path))}: {error.message}")
-    problems = ppo_problems(merged, "irl_rlhf.ppo (over rlhf)")
-    if problems:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    raise_problems(ppo_problems(merged, "irl_rlhf.ppo (over rlhf)"))
     return merged
 
 
@@ -201,14 +197,25 @@ def ppo_problems(ppo: Mapping[str, Any], where: str) -> list[str]:
     return problems
 
 
+def demonstration_problems(demos: Mapping[str, Any]) -> list[str]:
+    """Constraints between demonstrations keys."""
+    if not demos["greedy"] and demos["samples"] == 0:
+        return ["demonstrations.greedy is false and demonstrations.samples is 0: there would be no pairs"]
+    return []
+
+
+def raise_problems(problems: list[str]) -> None:
+    """Raise :class:`ConfigError` listing ``problems`` (each names its keys); nothing when there are none."""
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
 def config_problems(config: Mapping[str, Any]) -> list[str]:
     """Everything wrong with a schema-valid, defaulted config that no single key's schema can express, each problem
     naming its keys; ``rules/common.smk`` stops on them before any job (``[]``: nothing wrong)."""
     problems = [f"{path}: {_value_at(config, path)} is not a finite number" for path in non_finite(config)]
     problems += ppo_problems(config["rlhf"], "rlhf")
-    demos = config["demonstrations"]
-    if not demos["greedy"] and demos["samples"] == 0:
-        problems.append("demonstrations.greedy is false and demonstrations.samples is 0: there would be no pairs")
+    problems += demonstration_problems(config["demonstrations"])
     sft, base = config["sft"], config["base_model"]
     if sft["source"] == "import" and not sft["import_from"]:
         problems.append("sft.source is 'import' but sft.import_from is empty")

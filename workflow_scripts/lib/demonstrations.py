@@ -28,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from workflow_scripts.lib.atomic_io import write_parquet
+from workflow_scripts.lib.config import demonstration_problems, raise_problems
 from workflow_scripts.lib.engine import TextGenerator
 from workflow_scripts.lib.generation import GenerationSettings
 from workflow_scripts.lib.seeding import seed_everything
@@ -67,8 +68,7 @@ class DemoConfig:
             raise ValueError(f"demonstrations.non_expert must be 'sft' or 'base', got {self.non_expert!r}")
         if self.pairing not in PAIRINGS:
             raise ValueError(f"demonstrations.pairing must be one of {PAIRINGS}, got {self.pairing!r}")
-        if not self.greedy and self.samples == 0:
-            raise ValueError("demonstrations: greedy is false and samples is 0, so there would be no pairs")
+        raise_problems(demonstration_problems(asdict(self)))
 
     def greedy_settings(self) -> GenerationSettings:
         return GenerationSettings(

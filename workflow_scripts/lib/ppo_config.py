@@ -9,6 +9,7 @@ import json
 import math
 from dataclasses import asdict, dataclass
 
+from workflow_scripts.lib.config import ppo_problems, raise_problems
 from workflow_scripts.lib.generation import GenerationSettings
 
 
@@ -49,8 +50,7 @@ class PPOConfig:
             self.scale_reward = None
         if self.scale_reward not in (None, "running"):
             raise ValueError(f"scale_reward must be 'running' or 'none', got {self.scale_reward!r}")
-        if self.num_rollouts % self.batch_size:
-            raise ValueError(f"num_rollouts ({self.num_rollouts}) must be a multiple of batch_size ({self.batch_size})")
+        raise_problems(ppo_problems(asdict(self), "rlhf"))
         if self.num_layers_unfrozen < 1:
             raise ValueError("num_layers_unfrozen must be >= 1 (the frozen bottom is shared with the reference)")
 
