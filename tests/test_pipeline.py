@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -300,7 +301,16 @@ def test_html_report_embeds_tables_figures_and_config(pipeline_copy: Path) -> No
     assert "Content warning" in examples and examples.count("<table>") == 8
     for stage in ("base", "SFT", "RLHF", "IRL-RLHF"):
         assert f"<td>{stage}</td>" in examples
-    assert '"subcategory"' in html or "Comparisons" in html  # subcategories and labels reach the report
+    # every item sits in its category and subcategory (the report's navigation tree) and carries its two labels
+    tree = json.loads(re.search(r"var categories = (\{.*?\});\n", html).group(1))
+    placed = {rel: (cat, sub) for cat, subs in tree.items() for sub, rels in subs.items() for rel in rels}
+    assert set(placed) == set(expected), set(placed) ^ set(expected)
+    assert placed["reports/table1_claims.csv"] == ("Table 1", "Comparisons")
+    assert placed["reports/irl_seed_agreement.csv"] == ("IRL", "Seeds")
+    assert placed["reports/figures/fig3_ppo_curves.png"] == ("Figures", "PPO")
+    labels = [json.loads(text) for text in re.findall(r'"labels": (\{[^}]*\})', html)]
+    assert len(labels) == len(expected) and all(set(label) == {"item", "format"} for label in labels), labels
+    assert {"item": "Table 1 with CIs", "format": "table (CSV)"} in labels
     for svg in ("fig2_irl", "fig3_ppo_curves", "fig4_table1", "fig5_irl_heatmap", "fig_sft_loss"):
         assert (pipeline_copy / "reports" / "figures" / f"{svg}.svg").read_text().lstrip().startswith("<?xml")
 

@@ -10,6 +10,7 @@ import yaml
 from snakemake.utils import validate
 
 from conftest import REPO, planned_jobs, snakemake
+from workflow_scripts.lib.config import load_config
 
 PAPER_CONFIGS = {"70m": REPO / "config" / "paper-70m.yaml", "410m": REPO / "config" / "paper-410m.yaml"}
 # the paper's settings as traced in resources/paper/README.md (P = paper table, A = released script, T = trlx)
@@ -27,15 +28,39 @@ PAPER = {
         "max_prompt_tokens": 10000 - 128, "n_pairs": 200, "irl_lr": 1e-6,
     },
 }  # fmt: skip
+
+
+def sources_tables() -> dict[str, dict[str, dict[str, str]]]:
+    """The per-size tables of resources/paper/README.md as {table: {key: {"70m": value, "410m": value}}}, a row
+    naming several keys (``gamma, lam, cliprange``) split into one entry per key, "same" read as the 70M value."""
+    tables: dict[str, dict[str, dict[str, str]]] = {}
+    title = None
+    for line in (REPO / "resources" / "paper" / "README.md").read_text().replace("\u2212", "-").splitlines():
+        heading = re.match(r"\*\*(.+?)\*\*", line)
+        if heading:
+            title = heading.group(1)
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if title is None or len(cells) != 4 or cells[0] in ("key", "---"):
+            continue
+        keys, small, large = cells[0].split(", "), cells[1], cells[1] if cells[2] == "same" else cells[2]
+        values = [v.split(", ") if len(keys) > 1 else [v] for v in (small, large)]
+        for i, key in enumerate(keys):
+            tables.setdefault(title, {})[key] = {
+                "70m": values[0][i] if len(values[0]) == len(keys) else small,
+                "410m": values[1][i] if len(values[1]) == len(keys) else large,
+            }
+    return tables
+
+
+SOURCES = sources_tables()
 MODEL_RULES = ("sft", "rlhf", "irl_rlhf", "demonstrations", "irl_features", "irl_train", "evaluate")
 
 
 @pytest.mark.parametrize("size", sorted(PAPER_CONFIGS))
 def test_paper_config_is_valid_and_has_the_papers_settings(size: str) -> None:
-    base = yaml.safe_load((REPO / "config.yaml").read_text())
     cfg = yaml.safe_load(PAPER_CONFIGS[size].read_text())
     validate(cfg, str(REPO / "config.schema.yaml"))
-    validate({**base, **cfg}, str(REPO / "config.schema.yaml"))  # as Snakemake merges it over config.yaml
+    load_config(PAPER_CONFIGS[size])  # merged over config.yaml as Snakemake merges it, validated, checked across keys
     rl, paper = cfg["rlhf"], PAPER[size]
     assert {k: rl[k] for k in paper["rlhf"]} == paper["rlhf"]
     assert (rl["max_new_tokens"], rl["top_k"], rl["gamma"], rl["lam"]) == (128, 30, 1.0, 0.95)
@@ -43,10 +68,16 @@ def test_paper_config_is_valid_and_has_the_papers_settings(size: str) -> None:
     assert cfg["data"]["max_prompt_tokens"] == paper["max_prompt_tokens"]
     assert cfg["demonstrations"]["n_train"] == paper["n_pairs"] and cfg["demonstrations"]["non_expert"] == "base"
     assert cfg["irl"]["learning_rate"] == paper["irl_lr"] and cfg["irl"]["trainable_layers"] == -1
-    # every value above is in the sources table
-    sources = (REPO / "resources" / "paper" / "README.md").read_text()
-    for key in [*paper["rlhf"], "max_prompt_tokens", "n_train", "learning_rate", "trainable_layers"]:
-        assert f"| {key} |" in sources or f"{key} |" in sources or f"| {key}," in sources, key
+    # every value above is the one the sources table traces (resources/paper/README.md), key by key
+    ppo, irl = SOURCES["PPO"], SOURCES["Demonstrations and IRL"]
+    for key in paper["rlhf"]:
+        if key != "scheduler":  # (a row of three values in prose; its name is checked below)
+            assert float(ppo[key][size]) == rl[key], (key, ppo[key])
+    assert ppo["scheduler"][size].startswith(rl["scheduler"]["name"])
+    assert int(ppo["data.max_prompt_tokens"][size]) == cfg["data"]["max_prompt_tokens"]
+    assert int(irl["n_train"][size]) == cfg["demonstrations"]["n_train"]
+    assert float(irl["learning_rate"][size]) == cfg["irl"]["learning_rate"]
+    assert int(irl["trainable_layers"][size]) == cfg["irl"]["trainable_layers"]
     assert cfg["base_model"]["name_or_path"] == f"EleutherAI/pythia-{size}"
     assert cfg["sft"]["import_from"] == f"lomahony/eleuther-pythia{size}-hh-sft"
     assert cfg["gt_classifier"]["model"] == "s-nlp/roberta_toxicity_classifier"
