@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -32,6 +33,32 @@ TINY = {
     "intermediate_size": 64,
     "max_position_embeddings": 96,
 }
+
+
+# ----------------------------------------------------------- comparing two fp32 computations of the same value
+FP32_EPS = torch.finfo(torch.float32).eps  # 2**-23
+
+
+def network_depth(config: Any, seq_len: int) -> int:
+    """Summed inner dimensions of the matrix products a GPT-NeoX forward pass chains from the embedding to the logits:
+    per block the QKV projection (hidden), the scores (head dim), the weighted sum of values (sequence length), the
+    output projection (hidden), the MLP's two products (hidden, intermediate); then the LM head (hidden)."""
+    head_dim = config.hidden_size // config.num_attention_heads
+    block = 3 * config.hidden_size + head_dim + seq_len + config.intermediate_size
+    return config.num_hidden_layers * block + config.hidden_size
+
+
+def assert_fp32_sums_close(actual: torch.Tensor, expected: torch.Tensor, depth: int, magnitude: float) -> None:
+    """``actual`` and ``expected`` are two fp32 computations of the same values that may differ only in the order
+    their sums are added: matrix products of different shapes, or a different code path over the same weights, are
+    blocked differently by a CPU's GEMM kernels, and CPU kinds (Xeon, AVX-512 EPYC, AVX2 EPYC) block differently.
+    A sum of n products added in any order stays within n * eps * sum|terms| of the exact sum (Higham, "Accuracy and
+    Stability of Numerical Algorithms", 2nd ed., sec. 3.1); through a network these errors add up over the inner
+    dimensions of the chained products (``depth``), with ``magnitude`` bounding sum|terms| of the compared values
+    (the norms in between keep every layer's scale at that order). Both sides carry such an error: factor 2. A real
+    difference (a wrong layer, mask, position or norm) moves values by orders of magnitude more than this bound."""
+    atol = 2 * depth * FP32_EPS * magnitude
+    torch.testing.assert_close(actual, expected, rtol=0.0, atol=atol)
 
 
 def snakemake(

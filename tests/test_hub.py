@@ -139,7 +139,12 @@ def test_paper_layout_data_sets_from_local_copies(tmp_path: Path, gt_wheel: Path
     by_prompt = both.set_index("prompt")
     for _, row in jigsaw.iterrows():
         assert by_prompt.loc[row["prompt"], "original_output"] == " " + row["original_output"]
-    np.testing.assert_array_equal(both["label"], (scorer.p_toxic(both["text"].tolist()) >= 0.5).astype(int))
+    # prepare_data scored the texts in other batches than this call: P(toxic) may differ in the last bits, so a text
+    # within fp32 rounding of the 0.5 cut could fall either way (none does here; the test says so if one ever does)
+    p = scorer.p_toxic(both["text"].tolist())
+    clear = np.abs(p - 0.5) > 1e-5
+    assert clear.all(), f"texts at the threshold: {both['text'][~clear].tolist()}"
+    np.testing.assert_array_equal(both["label"], (p >= 0.5).astype(int))
     prompts = pd.read_parquet(out["rtp"])["prompt"]
     assert sorted(prompts) == [f"prompt number {i} says" for i in (0, 2, 3, 5)]  # challenging rows only
     with pytest.raises(ValueError, match="no field 'txt'"):

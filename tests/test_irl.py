@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, assert_fp32_sums_close, network_depth
 from workflow_scripts.lib.compute import ComputeConfig
 from workflow_scripts.lib.config import from_config
 from workflow_scripts.lib.gt_classifier import GTToxicityClassifier
@@ -52,14 +52,21 @@ def test_reward_pools_the_last_real_token_whatever_the_padding(tiny_model_dir: P
     texts = ["a short one", "a considerably longer text that needs no padding at all here"]
     batched = model.score_texts(texts)  # right padding inside
     alone = torch.cat([model.score_texts([t]) for t in texts])
-    torch.testing.assert_close(batched, alone, rtol=0, atol=1e-5)
+    # different shapes (batched and padded vs one text each): equal up to the order of fp32 sums (conftest)
+    with torch.no_grad():
+        out = lm(**tok(texts, return_tensors="pt", padding=True, add_special_tokens=False), output_hidden_states=True)
+    head = model.head.linear  # after a parameter-free LayerNorm: sum_i |x_i w_i| + |b| bounds the head's sums
+    normed = model.head.norm(out.hidden_states[-1]).abs()
+    magnitude = float((normed @ head.weight.abs().T).max() + head.bias.abs().max())
+    depth = network_depth(lm.config, out.hidden_states[-1].shape[1])
+    assert_fp32_sums_close(batched, alone, depth, magnitude)
     # the same rewards from one plain left-padded forward pass, pooled at the last position
     tok.padding_side = "left"
     enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
     with torch.no_grad():
         out = lm(**enc, position_ids=position_ids_from_mask(enc["attention_mask"]), output_hidden_states=True)
         left = model.head(out.hidden_states[-1][:, -1])
-    torch.testing.assert_close(left, batched, rtol=0, atol=1e-5)
+    assert_fp32_sums_close(left, batched, depth, magnitude)
     # and the last character alone (the original code's bug) gives something else
     assert not torch.allclose(model.score_texts([t[-1] for t in texts]), batched)
 
@@ -174,7 +181,8 @@ def test_supervised_ceiling_is_evaluated_like_irl(irl_inputs: dict) -> None:
     got = pd.read_parquet(out / "rewards.parquet")
     ref = pd.read_parquet(irl_out / "rewards.parquet")
     got, ref = got[(got.split == "heldout") & (got.epoch == 0)], ref[(ref.split == "heldout") & (ref.epoch == 0)]
-    np.testing.assert_array_equal(got["gt_toxic"], ref["gt_toxic"])  # the same texts, in the same order
+    # the same texts in the same order, labelled by the same code on the same batches (exact)
+    np.testing.assert_array_equal(got["gt_toxic"], ref["gt_toxic"])
     selected = ceiling[ceiling["selected"]].iloc[0]
     assert selected["val_accuracy"] == ceiling["val_accuracy"].iloc[1:].max()  # chosen on validation texts
     assert ceiling["train_loss"].iloc[-1] < ceiling["train_loss"].iloc[1]  # it fits its labels

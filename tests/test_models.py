@@ -115,6 +115,7 @@ def test_gguf_wheel_becomes_a_plain_checkpoint_with_identical_logits(tmp_path: P
     ref = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
     ids = tok(["The capital of France is"], return_tensors="pt")["input_ids"]
     with torch.inference_mode():
+        # exact: the same model class, weights and input shapes, so the same computation (the conversion is lossless)
         assert torch.equal(plain(ids).logits, ref(ids).logits)
 
 

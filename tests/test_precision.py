@@ -34,6 +34,7 @@ def test_fp32_step_is_the_plain_step() -> None:
         norm_b = Precision("fp32").backward_step(loss_b, opt_b, list(b.parameters()), 0.5)
         opt_b.zero_grad()
         assert norm_a == norm_b
+    # exact: fp32 "autocast" must be the plain computation itself, op for op
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(pa, pb)
 

@@ -255,6 +255,7 @@ def slurm_run(slurm_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) 
 def test_slurm_run_completes_with_the_local_table1(slurm_run: SlurmRun, pipeline_run: Path) -> None:
     for name in TABLES:
         ours, local = slurm_run.workdir / "reports" / name, pipeline_run / "reports" / name
+        # exact: the same computation (same machine, the same 2 torch threads: see the thread check below)
         assert ours.read_bytes() == local.read_bytes(), f"reports/{name} differs from the local --cores 2 run"
 
 
