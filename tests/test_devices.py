@@ -23,16 +23,14 @@ from workflow_scripts.lib.compute import (
     ComputeConfig,
     DeviceUnavailable,
     check_job_device,
-    check_loadable,
-    cpu_rng_state,
     cuda_unavailable_message,
     describe_device,
     format_device,
     pick_device,
-    to_cpu,
 )
 from workflow_scripts.lib.lm import load_causal_lm, load_lm
 from workflow_scripts.lib.ppo import PPOTrainer
+from workflow_scripts.lib.ppo_checkpoint import check_loadable, cpu_rng_state, to_cpu
 
 TIMING = ("rollout_seconds", "update_seconds", "rollout_tokens_per_s", "update_samples_per_s", "tokens_per_s")
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

@@ -34,9 +34,10 @@ import torch
 from tqdm.auto import tqdm
 
 from workflow_scripts.lib.atomic_io import atomic_path
-from workflow_scripts.lib.compute import Precision, check_loadable, cpu_rng_state, restored, to_cpu
+from workflow_scripts.lib.compute import Precision
 from workflow_scripts.lib.generation import Continuation, generate_ids
 from workflow_scripts.lib.lm import freeze_bottom_layers, model_fingerprint, run_blocks, split_backbone
+from workflow_scripts.lib.ppo_checkpoint import check_loadable, cpu_rng_state, restored, to_cpu
 from workflow_scripts.lib.ppo_config import PPOConfig
 from workflow_scripts.lib.ppo_math import (
     RolloutBatch,
