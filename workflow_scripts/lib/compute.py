@@ -48,28 +48,33 @@ def cuda_unavailable_message(preference: str, key: str = "compute.device") -> st
     )
 
 
-def pick_device(preference: str = "auto", key: str = "compute.device") -> torch.device:
-    """``auto`` uses CUDA when present, else the CPU (logged); ``cpu``/``cuda`` force one (``cuda`` without a usable
-    GPU raises ``DeviceUnavailable``)."""
+def resolve_device(preference: str, key: str = "compute.device") -> torch.device:
+    """``auto`` is CUDA when present, else the CPU; ``cpu``/``cuda`` force one (``cuda`` without a usable GPU raises
+    ``DeviceUnavailable``). Logs nothing: :func:`pick_device` is the resolution a job logs."""
     if preference == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        LOG.info(
-            "%s=auto: no CUDA device on node %s (%s); running on the CPU", key, socket.gethostname(), torch_build()
-        )
-        return torch.device("cpu")
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(preference)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DeviceUnavailable(cuda_unavailable_message(preference, key))
     return device
 
 
+def pick_device(preference: str = "auto", key: str = "compute.device") -> torch.device:
+    """:func:`resolve_device`, logging an ``auto`` fallback to the CPU (once per job: the model loader calls this)."""
+    device = resolve_device(preference, key)
+    if preference == "auto" and device.type == "cpu":
+        LOG.info(
+            "%s=auto: no CUDA device on node %s (%s); running on the CPU", key, socket.gethostname(), torch_build()
+        )
+    return device
+
+
 def check_job_device(compute: Mapping[str, Any]) -> torch.device:
     """First step of a model job (``params.compute``): resolve ``compute.device`` before any work. Without a usable GPU
-    for ``cuda`` the job exits (status 1) after logging the one-line reason, no traceback; ``auto`` logs its fallback.
-    """
+    for ``cuda`` the job exits (status 1) after logging the one-line reason, no traceback; an ``auto`` fallback is
+    logged once, by the model loader (:func:`pick_device`)."""
     try:
-        return pick_device(compute["device"])
+        return resolve_device(compute["device"])
     except DeviceUnavailable as err:
         LOG.error("%s", err)
         raise SystemExit(1) from None

@@ -12,7 +12,7 @@ Consumes ``results/eval/{stage}.parquet`` (from ``workflow_scripts.lib.evaluatio
     a verdict computed from those CIs, per classifier, next to what the paper's own numbers show;
   * ``reports/table1_vs_paper.csv``: our numbers and the paper's on the paper's three columns, labelled by source;
   * ``reports/table1.md``: all of the above in words and tables, and ``reports/table1.html``, the same rendered for
-    the Snakemake report (``common.write_markdown_page``).
+    the Snakemake report (``pages.write_markdown_page``).
 The rule script ``workflow_scripts/table1.py`` writes them.
 """
 
