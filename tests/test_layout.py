@@ -129,3 +129,12 @@ def test_workflow_parses_with_only_snakemake_installed(bare_snakemake: Path, tmp
         # the whole DAG was planned, down to the first stage and up to the target (a parse that stops early plans none)
         jobs = planned_jobs(proc.stdout)
         assert jobs.get("all") == 1 and jobs.get("prepare_data") == 1 and jobs.get("table1") == 1, jobs
+
+
+def test_ci_runs_readme_command_2_verbatim() -> None:
+    """.ci/run is the README's test command, character for character (no hidden steps, the same Python)."""
+    blocks = re.findall(r"```bash\n(.*?)\n```", (REPO / "README.md").read_text(), flags=re.S)
+    install_and_run, install_and_test = blocks[0], blocks[1]
+    assert install_and_run.startswith("python3.11 -m venv") and install_and_test.endswith("python -m pytest")
+    ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
+    assert ci[-1] == install_and_test, ci[-1]
