@@ -138,3 +138,27 @@ def test_ci_runs_readme_command_2_verbatim() -> None:
     assert install_and_run.startswith("python3.11 -m venv") and install_and_test.endswith("python -m pytest")
     ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
     assert ci[-1] == install_and_test, ci[-1]
+
+
+def test_no_library_module_imports_one_that_imports_it_back() -> None:
+    """The library's import graph (imports at any depth, lazy ones inside functions included) has no cycle."""
+    names = {f"workflow_scripts.lib.{p.stem}" for p in LIBRARY}
+    graph = {
+        f"workflow_scripts.lib.{p.stem}": {n for n in imported_modules(p) if n in names}
+        - {f"workflow_scripts.lib.{p.stem}"}
+        for p in LIBRARY
+    }
+
+    def cycle_from(start: str) -> list[str] | None:
+        stack = [(start, [start])]
+        while stack:
+            node, path = stack.pop()
+            for nxt in graph[node]:
+                if nxt == start:
+                    return [*path, start]
+                if nxt not in path:
+                    stack.append((nxt, [*path, nxt]))
+        return None
+
+    cycles = [c for c in map(cycle_from, sorted(graph)) if c]
+    assert not cycles, " ; ".join(" -> ".join(m.rsplit(".", 1)[1] for m in c) for c in cycles)
