@@ -2,12 +2,16 @@
 # (arXiv 2410.12491). Thin on purpose: config + validation, the stage rule files, and the final targets.
 # Where an artifact comes from: rules/<stage>.smk -> workflow_scripts/<rule>.py -> workflow_scripts/lib/.
 
+import os
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# The repository's config.yaml, whatever the working directory (--directory): a --configfile is merged over it
+# (lib/config.load_config builds the same config outside Snakemake).
+configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 validate(config, "config.schema.yaml")
