@@ -10,6 +10,10 @@ Workloads (the default run's two evaluation protocols, same model, prompts and s
 * sampled: the first ``--n-rtp`` RTP-style prompts x ``--k`` continuations, ``--sampled-tokens`` new tokens,
   nucleus ``--top-p`` (batch sizes count prompts; each prompt brings k sequences).
 
+Their settings (lengths, k, sampling, the prompt cut, the seed) default to the config's ``evaluation.jigsaw``,
+``evaluation.rtp``, ``evaluation.seed`` and ``data.max_prompt_tokens``: ``config.yaml`` with any ``--config`` files
+merged over it, read by the pipeline's ``load_config`` (``--help`` names each key and value).
+
 Backends:
 
 * ``generate (stock)``: ``model.generate(do_sample=True, top_p=...)``, transformers' own sampler (sorts the
@@ -38,6 +42,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+from config_options import CONFIG_HELP, add_config_option, load_config_option  # (benchmarks/)
 from machine import describe_machine, matmul_gflops, warn_if_busy  # noqa: E402  (benchmarks/machine.py)
 
 from workflow_scripts.lib.compute import ComputeConfig  # noqa: E402
@@ -93,17 +98,30 @@ def timed(run: Run, prompts: Sequence[str], s: GenerationSettings) -> tuple[list
     return out, seconds, sum(len(c.response_ids) for per in out for c in per)
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+# Options that are evaluation settings: (flag, config key, type, help); defaults from the loaded config.
+CONFIG_OPTIONS = [
+    ("--n-rtp", "evaluation.rtp.n_prompts", int, "RTP-style prompts (sampled workload)"),
+    ("--k", "evaluation.rtp.k", int, "continuations per RTP-style prompt"),
+    ("--greedy-tokens", "evaluation.jigsaw.max_new_tokens", int, "new tokens per greedy continuation"),
+    ("--sampled-tokens", "evaluation.rtp.max_new_tokens", int, "new tokens per sampled continuation"),
+    ("--top-p", "evaluation.rtp.top_p", float, ""),
+    ("--top-k", "evaluation.rtp.top_k", int, ""),
+    ("--temperature", "evaluation.rtp.temperature", float, ""),
+    ("--max-prompt-tokens", "data.max_prompt_tokens", int, "prompts cut to their last N tokens"),
+    ("--seed", "evaluation.seed", int, "sampling seed (per batch: seed + batch index)"),
+]
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    _, config = load_config_option(argv)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", nargs="+", default=[], metavar="CONFIGFILE", help=CONFIG_HELP)
     ap.add_argument("--model", default="results/sft/model")
     ap.add_argument("--engine", default=None, help="a convert_engine output of --model (default: convert here)")
     ap.add_argument("--greedy-prompts", default="results/data/eval.parquet")
     ap.add_argument("--rtp-prompts", default="results/data/rtp_prompts.parquet")
-    ap.add_argument("--n-rtp", type=int, default=100)
-    ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--greedy-tokens", type=int, default=50)
-    ap.add_argument("--sampled-tokens", type=int, default=20)
-    ap.add_argument("--top-p", type=float, default=0.9)
+    for flag, key, type_, help_ in CONFIG_OPTIONS:
+        add_config_option(ap, config, flag, key, type_, help_)
     ap.add_argument("--greedy-batches", type=int, nargs="+", default=[32, 64, 128, 256])
     ap.add_argument("--sampled-batches", type=int, nargs="+", default=[8, 16, 32])
     ap.add_argument("--backends", nargs="+", default=["stock", "transformers", "ctranslate2"])
@@ -112,7 +130,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--tie-tolerance", type=float, default=1e-5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="results/benchmarks/generation.json")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
     warn_if_busy()
     gflops_before = matmul_gflops()
@@ -122,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     rtp_prompts = pd.read_parquet(args.rtp_prompts)["prompt"].tolist()[: args.n_rtp]
     runs: dict[str, Run] = {
         "stock": lambda p, s: stock_generate(hf, p, s),
-        "transformers": lambda p, s: generate_ids(hf.model, hf.tokenizer, p, s, progress=False),
+        "transformers": lambda p, s: generate_ids(hf.model, hf.tokenizer, p, s, args.seed, progress=False),
     }
     conversion_seconds = None
     if "ctranslate2" in args.backends:
@@ -134,17 +156,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             conversion_seconds = time.perf_counter() - start
         ct = CT2Generator(engine_dir, torch.device("cpu"), "fp32")
         ct.open()  # loading is not generation: open before timing (a sampled call reopens it, seeded, inside)
-        runs["ctranslate2"] = lambda p, s: ct.generate_ids(p, s)
+        runs["ctranslate2"] = lambda p, s: ct.generate_ids(p, s, args.seed)
 
     rows, reference = [], {}
     workloads = [("greedy", greedy_prompts, args.greedy_batches), ("sampled", rtp_prompts, args.sampled_batches)]
     for workload, prompts, batches in workloads:
         for backend in [b for b in args.backends if not (b == "stock" and workload == "greedy")]:
             for bs in batches:
-                s = GenerationSettings(max_new_tokens=args.greedy_tokens, batch_size=bs, max_prompt_tokens=128)
+                s = GenerationSettings.greedy(args.greedy_tokens, bs, args.max_prompt_tokens)
                 if workload == "sampled":
-                    s = GenerationSettings(max_new_tokens=args.sampled_tokens, do_sample=True, top_p=args.top_p,
-                                           num_return_sequences=args.k, batch_size=bs)  # fmt: skip
+                    s = GenerationSettings(max_new_tokens=args.sampled_tokens, do_sample=True, top_k=args.top_k,
+                                           top_p=args.top_p, temperature=args.temperature,
+                                           num_return_sequences=args.k, batch_size=bs,
+                                           max_prompt_tokens=args.max_prompt_tokens)  # fmt: skip
                 out, seconds, tokens = timed(runs[backend], prompts, s)
                 row = {"workload": workload, "backend": backend, "batch": bs, "seconds": seconds, "tokens": tokens,
                        "tokens_per_s": tokens / seconds}  # fmt: skip

@@ -14,6 +14,15 @@ settings, reward callable, fp32 on CPU, ``--threads`` torch threads, the same tr
     one generation batch of ``--num-rollouts`` completions followed by ``--ppo-epochs`` passes over it in minibatches
     of ``--batch-size`` (TRL: ``generation_batch_size``, ``num_iterations``, ``per_device_train_batch_size``).
 
+Settings: the options that are pipeline settings (``--num-rollouts``, ``--batch-size``, ``--ppo-epochs``,
+``--max-new-tokens``, ``--num-layers-unfrozen``, ``--max-prompt-tokens``, ``--top-k/-p``, ``--temperature``,
+``--learning-rate``, ``--kl-coef``, ``--cliprange``, ``--seed``) default to their config keys (``rlhf.*``,
+``data.max_prompt_tokens``) in ``config.yaml`` with any ``--config`` files merged over it, read by the pipeline's
+``load_config`` (``--help`` names each key and value). Our trainer gets the stage's own ``PPOConfig``, built by
+``from_config`` from that ``rlhf`` section with the options over it, so the stage's cross-key checks (e.g.
+``num_rollouts`` a multiple of ``batch_size``) reject a bad command line with the pipeline's message. Fixed for the
+comparison: all rollouts in one ``generate`` call, a fixed KL coefficient and a constant learning rate (as TRL).
+
 Both get the same reward object: ``1 - P_toxic(completion)`` under the GT BiLSTM toxicity classifier
 (``--gt-wheel``), wrapped for TRL as a reward function ``(prompts, completions, **kw) -> list[float]``.
 
@@ -120,12 +129,14 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
+from dataclasses import asdict, fields  # noqa: E402
 from importlib import metadata  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from config_options import CONFIG_HELP, add_config_option, load_config_option  # noqa: E402  (benchmarks/)
 from machine import time_matmul  # noqa: E402  (benchmarks/machine.py)
 
 from workflow_scripts.lib.config import from_config  # noqa: E402
@@ -227,26 +238,7 @@ def update_flops(model: Any, trainer: PPOTrainer, shape: dict[str, int], ppo_epo
 def run_ours(args: argparse.Namespace, prompts: list[str], reward: NonToxicityReward) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     model, tokenizer = load_causal_lm(args.model, device="cpu", dtype=torch.float32)
-    settings = {
-        "total_steps": 10**9,
-        "num_rollouts": args.num_rollouts,
-        "chunk_size": args.num_rollouts,  # all rollouts in one generate call, as TRL does
-        "ppo_epochs": args.ppo_epochs,
-        "batch_size": args.batch_size,
-        "num_layers_unfrozen": args.num_layers_unfrozen,
-        "learning_rate": args.learning_rate,
-        "init_kl_coef": args.kl_coef,
-        "target": None,
-        "cliprange": args.cliprange,
-        "max_new_tokens": args.max_new_tokens,
-        "top_k": args.top_k,
-        "top_p": args.top_p,
-        "temperature": args.temperature,
-        "max_prompt_tokens": args.max_prompt_tokens,
-        "checkpoint_interval": 10**9,
-        "seed": args.seed,
-    }
-    cfg = from_config(PPOConfig, "rlhf", settings)  # every other setting: the schema's default
+    cfg = args.ppo
     trainer = PPOTrainer(cfg, model, tokenizer, reward, prompts)
     shapes: list[dict[str, int]] = []
     original_update = trainer.update
@@ -361,8 +353,8 @@ def run_trl(args: argparse.Namespace, prompts: list[str], reward: NonToxicityRew
             adam_beta1=0.9,
             adam_beta2=0.95,
             adam_epsilon=1e-8,
-            weight_decay=1e-6,
-            max_grad_norm=1.0,
+            weight_decay=args.ppo.weight_decay,  # the same as ours
+            max_grad_norm=args.ppo.max_grad_norm,
             max_steps=n_iter * steps_per_iteration,
             logging_strategy="no",
             save_strategy="no",
@@ -481,38 +473,62 @@ def medians(run: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+# Options that are pipeline settings: (flag, config key, type, help); defaults from the loaded config.
+CONFIG_OPTIONS = [
+    ("--num-rollouts", "rlhf.num_rollouts", int, "rollouts per iteration (TRL: generation_batch_size)"),
+    ("--batch-size", "rlhf.batch_size", int, "minibatch size of the updates"),
+    ("--ppo-epochs", "rlhf.ppo_epochs", int, "passes over each rollout batch (TRL: num_iterations)"),
+    ("--max-new-tokens", "rlhf.max_new_tokens", int, "generation length"),
+    ("--num-layers-unfrozen", "rlhf.num_layers_unfrozen", int, "trainable top blocks, the same for both trainers"),
+    ("--max-prompt-tokens", "data.max_prompt_tokens", int, "prompts cut to their last N tokens"),
+    ("--top-k", "rlhf.top_k", int, ""),
+    ("--top-p", "rlhf.top_p", float, ""),
+    ("--temperature", "rlhf.temperature", float, ""),
+    ("--learning-rate", "rlhf.learning_rate", float, "constant for both (TRL: learning_rate)"),
+    ("--kl-coef", "rlhf.init_kl_coef", float, "ours: init_kl_coef, fixed; TRL: beta"),
+    ("--cliprange", "rlhf.cliprange", float, "ours: cliprange; TRL: epsilon"),
+    ("--seed", "rlhf.seed", int, ""),
+]
+PPO_FIELDS = {f.name for f in fields(PPOConfig)}
+
+
+def ppo_settings(args: argparse.Namespace, rlhf: dict[str, Any]) -> PPOConfig:
+    """Our trainer's settings: the loaded config's ``rlhf`` section with the command line over it, and what the
+    comparison fixes: all rollouts in one ``generate`` call (as TRL), a fixed KL coefficient and a constant learning
+    rate (TRL has neither an adaptive KL nor, here, a schedule), no end and no checkpoints. Built by the stage's own
+    ``from_config``, so the stage's checks run (``num_rollouts`` a multiple of ``batch_size``, ...)."""
+    values = {k: v for k, v in rlhf.items() if k in PPO_FIELDS}
+    values.update(
+        num_rollouts=args.num_rollouts, batch_size=args.batch_size, ppo_epochs=args.ppo_epochs,
+        max_new_tokens=args.max_new_tokens, num_layers_unfrozen=args.num_layers_unfrozen, top_k=args.top_k,
+        top_p=args.top_p, temperature=args.temperature, learning_rate=args.learning_rate, init_kl_coef=args.kl_coef,
+        cliprange=args.cliprange, seed=args.seed,
+        chunk_size=args.num_rollouts, target=None, scheduler={**rlhf["scheduler"], "name": "constant"},
+        total_steps=10**9, checkpoint_interval=10**9,
+    )  # fmt: skip
+    return from_config(PPOConfig, "rlhf", values, max_prompt_tokens=args.max_prompt_tokens)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    _, config = load_config_option(argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--config", nargs="+", default=[], metavar="CONFIGFILE", help=CONFIG_HELP)
     p.add_argument("--model", default="results/sft/model", help="HF checkpoint directory (default: %(default)s)")
     p.add_argument("--prompts", default="results/data/train.parquet", help="parquet with a 'prompt' column")
     p.add_argument("--iterations", type=int, default=5, help="measured iterations after 1 warm-up (default: 5)")
-    p.add_argument("--num-rollouts", type=int, default=32, help="rollouts per iteration (default: 32)")
-    p.add_argument("--batch-size", type=int, default=16, help="minibatch size of the updates (default: 16)")
-    p.add_argument("--ppo-epochs", type=int, default=4, help="passes over each rollout batch (default: 4)")
-    p.add_argument("--max-new-tokens", type=int, default=30, help="generation length (default: 30)")
-    p.add_argument(
-        "--num-layers-unfrozen",
-        type=int,
-        default=4,
-        help="trainable top blocks, the same for both trainers (default: 4; the number of blocks trains all)",
-    )
-    p.add_argument("--max-prompt-tokens", type=int, default=64, help="prompts cut to their last N tokens (64)")
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--learning-rate", type=float, default=5e-5)
-    p.add_argument("--kl-coef", type=float, default=0.05, help="ours: init_kl_coef (fixed); TRL: beta")
-    p.add_argument("--cliprange", type=float, default=0.2, help="ours: cliprange; TRL: epsilon")
+    for flag, key, type_, help_ in CONFIG_OPTIONS:
+        add_config_option(p, config, flag, key, type_, help_)
     p.add_argument("--trl-num-generations", type=int, default=2, help="RLOO completions per prompt (>= 2)")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default: 2)")
     p.add_argument("--matmul-size", type=int, default=2048)
     p.add_argument("--matmul-repeats", type=int, default=5)
     p.add_argument("--gt-wheel", default=GT_WHEEL, help="toxic_comment_classifier wheel for the reward")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results/benchmarks/ppo_vs_trl.json", help="JSON with every number")
     args = p.parse_args(argv)
-    if args.num_rollouts % args.batch_size:
-        p.error("--num-rollouts must be a multiple of --batch-size")
+    try:
+        args.ppo = ppo_settings(args, config["rlhf"])
+    except ValueError as err:  # the library's message, naming the keys
+        p.error(str(err))
     if args.num_rollouts % args.trl_num_generations or args.trl_num_generations < 2:
         p.error("--trl-num-generations must be >= 2 and divide --num-rollouts")
     if args.iterations < 1:
@@ -589,7 +605,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         ("mean response tokens", m_ours["mean_response_length"], m_trl["mean_response_length"]),
     ]
     result = {
-        "config": vars(args),
+        "config": {**{k: v for k, v in vars(args).items() if k != "ppo"}, "ppo": asdict(args.ppo)},
         "environment": {
             "python": platform.python_version(),
             "torch": torch.__version__,
