@@ -153,8 +153,6 @@ from workflow_scripts.lib.ppo import PPOTrainer  # noqa: E402
 from workflow_scripts.lib.ppo_config import PPOConfig  # noqa: E402
 from workflow_scripts.lib.toxicity import load_scorer  # noqa: E402
 
-GT_WHEEL = "resources/wheels/toxic_comment_classifier-0.3.0-py3-none-any.whl"
-
 STATIC_MISMATCHES = [
     "algorithm: TRL 1.16.0 has no PPO trainer; RLOOTrainer is used (no value head / value loss / GAE; sequence-level "
     "clipped ratio). Ours also trains a value head.",
@@ -522,7 +520,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default: 2)")
     p.add_argument("--matmul-size", type=int, default=2048)
     p.add_argument("--matmul-repeats", type=int, default=5)
-    p.add_argument("--gt-wheel", default=GT_WHEEL, help="toxic_comment_classifier wheel for the reward")
+    add_config_option(p, config, "--gt-wheel", "gt_classifier.wheel", str, "toxic_comment_classifier wheel (reward)")
     p.add_argument("--out", default="results/benchmarks/ppo_vs_trl.json", help="JSON with every number")
     args = p.parse_args(argv)
     try:

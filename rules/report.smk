@@ -73,8 +73,8 @@ rule examples:
         page=report_item("reports/examples.html", "examples", "Examples", "Generations", "example generations"),
     params:
         stages=EVAL_STAGES,
-        n=8,
-        seed=0,
+        examples=config["evaluation"]["examples"],
+        seed=config["evaluation"]["seed"],
         classifiers=[config["evaluation"]["classifier"]["kind"], config["gt_classifier"]["kind"]],
     log:
         "logs/figures/examples.log",

@@ -31,7 +31,7 @@ def demo_inputs(tiny_model_dir: Path, gt_wheel: Path, tmp_path_factory: pytest.T
 def demos(inputs: dict, name: str, **settings) -> dict[str, pd.DataFrame]:
     """Demonstrations with the tiny model as both expert and non-expert (so matched samples show the shared seed)."""
     prompt_tokens = settings.pop("max_prompt_tokens", 128)
-    values = {"n_train": None, "n_eval": None, "max_new_tokens": 8, "batch_size": 8, **settings}
+    values = {"n_train": None, "n_eval": None, "max_new_tokens": 8, "batch_size": 8, "samples": 0, **settings}
     cfg = from_config(DemoConfig, "demonstrations", values, max_prompt_tokens=prompt_tokens)
     tmp = inputs["tmp"]
     splits = {s: (tmp / f"{s}.parquet", tmp / name / f"{s}.parquet") for s in ("train", "eval")}

@@ -70,7 +70,7 @@ def test_cuda_without_cuda_stops_before_any_file_is_read(tmp_path: Path) -> None
 
 @no_cuda
 def test_a_cuda_job_without_cuda_exits_with_one_logged_line(caplog: pytest.LogCaptureFixture) -> None:
-    """``check_job_device`` is what a model job runs first (``common.run_snakemake_job``, before the stage's work)."""
+    """``check_job_device`` is what a model job runs first (``job.run_snakemake_job``, before the stage's work)."""
     with caplog.at_level(logging.INFO, logger="irl_llms"), pytest.raises(SystemExit) as stop:
         check_job_device({"device": "cuda", "precision": "bf16"})
     assert stop.value.code == 1

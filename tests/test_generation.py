@@ -115,7 +115,7 @@ def test_sampled_generate_is_seeded_and_stays_in_the_nucleus(tiny_model_dir: Pat
     hf = TransformersGenerator(tiny_model_dir, ComputeConfig("cpu", "fp32"))
     prompts = ["You are", "The weather", "a"]
     s = GenerationSettings(max_new_tokens=6, do_sample=True, top_k=20, top_p=0.8, temperature=0.9,
-                           num_return_sequences=3, batch_size=2)  # fmt: skip
+                           num_return_sequences=3, batch_size=2, max_prompt_tokens=128)  # fmt: skip
     first = generate_ids(hf.model, hf.tokenizer, prompts, s, seed=5, progress=False)
     assert first == generate_ids(hf.model, hf.tokenizer, prompts, s, seed=5, progress=False)
     assert first != generate_ids(hf.model, hf.tokenizer, prompts, s, seed=6, progress=False)
@@ -143,10 +143,10 @@ PROMPTS = ["", "a", "You", "You are", "The people in this town", "I think that t
 def test_ctranslate2_greedy_is_token_identical(tiny_model_dir: Path, tiny_engine: Path, batch_size: int) -> None:
     texts = pd.read_parquet(REPO / "resources" / "jigsaw_style_texts.parquet")["text"].head(30).str.slice(0, 80)
     prompts = PROMPTS + texts.tolist()  # empty and one-token prompts share batches with long ones
-    s = GenerationSettings(max_new_tokens=12, batch_size=batch_size)
+    s = GenerationSettings.greedy(max_new_tokens=12, batch_size=batch_size, max_prompt_tokens=128)
     hf = TransformersGenerator(tiny_model_dir, ComputeConfig("cpu", "fp32"))
-    ref = generate_ids(hf.model, hf.tokenizer, prompts, s, progress=False)
-    got = CT2Generator(tiny_engine, CPU, "fp32").generate_ids(prompts, s)
+    ref = generate_ids(hf.model, hf.tokenizer, prompts, s, seed=0, progress=False)
+    got = CT2Generator(tiny_engine, CPU, "fp32").generate_ids(prompts, s, seed=0)
     assert [c[0].response_ids for c in got] == [c[0].response_ids for c in ref]
 
 
@@ -161,14 +161,14 @@ def test_ctranslate2_samples_each_step_from_the_filtered_distribution(tiny_model
         logits = hf.model(input_ids=torch.tensor([prompt_ids])).logits[:, -1]
     p = hf_filtered(logits, top_k, top_p, temperature).softmax(-1)[0].numpy()
     one = GenerationSettings(max_new_tokens=1, do_sample=True, top_k=top_k, top_p=top_p, temperature=temperature,
-                             num_return_sequences=4000, batch_size=1)  # fmt: skip
+                             num_return_sequences=4000, batch_size=1, max_prompt_tokens=128)  # fmt: skip
     first = [c.response_ids[0] for c in ct.generate_ids(["You are"], one, seed=3)[0]]
     counts = np.bincount(first, minlength=len(p))
     assert counts[p == 0].sum() == 0
     _, pvalue = chisquare(counts[p > 0], expected(p[p > 0], len(first)))
     assert pvalue > 1e-3
     longer = GenerationSettings(max_new_tokens=8, do_sample=True, top_k=top_k, top_p=top_p, temperature=temperature,
-                                num_return_sequences=4, batch_size=4)  # fmt: skip
+                                num_return_sequences=4, batch_size=4, max_prompt_tokens=128)  # fmt: skip
     conts = ct.generate_ids(PROMPTS, longer, seed=4)
     assert conts == ct.generate_ids(PROMPTS, longer, seed=4)  # seeded: a fresh engine per sampled call
     for c in (c for per_prompt in conts for c in per_prompt):
@@ -247,10 +247,10 @@ def test_ctranslate2_greedy_on_the_default_model_is_token_identical(tmp_path: Pa
     convert_checkpoint(tmp_path / "model", tmp_path / "ctranslate2")
     texts = pd.read_parquet(REPO / "resources" / "jigsaw_style_texts.parquet")["text"].head(24)
     prompts = ["", "Hi"] + [" ".join(t.split()[: max(1, len(t.split()) // 2)]) for t in texts]  # Jigsaw-style halves
-    s = GenerationSettings(max_new_tokens=16, batch_size=128)
+    s = GenerationSettings.greedy(max_new_tokens=16, batch_size=128, max_prompt_tokens=128)
     hf = TransformersGenerator(tmp_path / "model", ComputeConfig("cpu", "fp32"))
-    ref = generate_ids(hf.model, hf.tokenizer, prompts, s, progress=False)
-    got = CT2Generator(tmp_path / "ctranslate2", CPU, "fp32").generate_ids(prompts, s)
+    ref = generate_ids(hf.model, hf.tokenizer, prompts, s, seed=0, progress=False)
+    got = CT2Generator(tmp_path / "ctranslate2", CPU, "fp32").generate_ids(prompts, s, seed=0)
     assert [c[0].response_ids for c in got] == [c[0].response_ids for c in ref]
 
 
@@ -258,7 +258,7 @@ def test_ctranslate2_greedy_on_the_default_model_is_token_identical(tmp_path: Pa
 def test_ctranslate2_on_cuda_runs_there_or_falls_back_to_generate(tiny_model_dir: Path, tiny_engine: Path) -> None:
     gen = open_generator(EngineConfig("ctranslate2"), tiny_model_dir, tiny_engine, ComputeConfig("cuda", "fp32"))
     hf = TransformersGenerator(tiny_model_dir, ComputeConfig("cuda", "fp32"))
-    s = GenerationSettings(max_new_tokens=12, batch_size=4)
-    assert gen.generate(PROMPTS, s) == hf.generate(PROMPTS, s)
+    s = GenerationSettings.greedy(max_new_tokens=12, batch_size=4, max_prompt_tokens=128)
+    assert gen.generate(PROMPTS, s, seed=0) == hf.generate(PROMPTS, s, seed=0)
     runs = ctranslate2_runs_on(torch.device("cuda"), "fp32") is None
     assert gen.backend == ("ctranslate2" if runs else "transformers")

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+from workflow_scripts.lib.config import schema_defaults
 from workflow_scripts.lib.gt_classifier import (
     LABELS,
     BiLSTMToxicityClassifier,
@@ -92,8 +93,8 @@ def test_logits_match_keras(clf: GTToxicityClassifier, reference: dict) -> None:
 @needs_wheel
 def test_batching_does_not_change_results(clf: GTToxicityClassifier, reference: dict) -> None:
     texts = [r["text"] for r in reference["records"]]
-    full = clf.probs(texts, batch_size=256)
-    np.testing.assert_allclose(clf.probs(texts, batch_size=7), full, atol=1e-6, rtol=0)
+    full = clf.probs(texts, batch=256)
+    np.testing.assert_allclose(clf.probs(texts, batch=7), full, atol=1e-6, rtol=0)
     single = np.concatenate([clf.probs([t]) for t in texts[:10]])
     np.testing.assert_allclose(single, full[:10], atol=1e-6, rtol=0)
     assert clf.probs([]).shape == (0, 6)
@@ -225,7 +226,7 @@ def test_gt_reward_scores_prompt_plus_continuation_by_default(clf: GTToxicityCla
     whole text toxic whatever follows, so the full-text reward is small where the continuation-only one is large."""
     prompt = "You are a stupid idiot and "
     ref, gen = "I hate you, moron.", "the weather is nice today."
-    full = GTToxicityReward.from_pairs(clf, [prompt], [ref])
+    full = GTToxicityReward.from_pairs(clf, [prompt], [ref], reward_text=schema_defaults("rlhf")["reward_text"])
     assert full.reward_text == "full"
     p_ref_full, p_gen_full, p_ref, p_gen = clf.p_toxic([prompt + ref, prompt + gen, ref, gen]).astype(np.float64)
     np.testing.assert_allclose(full([prompt], [gen]), [p_ref_full - p_gen_full], atol=1e-6)

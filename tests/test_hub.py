@@ -45,7 +45,8 @@ def reference_logits(model_dir: Path, texts: list[str]) -> np.ndarray:
 @pytest.mark.parametrize("labels,toxic", [({0: "neutral", 1: "toxic"}, "toxic"), ({0: "hate", 1: "nothate"}, "hate")])
 def test_hf_classifier_scores_the_named_label(tiny_model_dir: Path, tmp_path: Path, labels, toxic) -> None:
     model_dir = save_tiny_classifier(tiny_model_dir, tmp_path / "clf", labels)
-    scorer = load_scorer({"kind": "hf_classifier", "model": str(model_dir), "toxic_label": toxic, "batch_size": 3})
+    spec = {"kind": "hf_classifier", "model": str(model_dir), "toxic_label": toxic, "batch_size": 3, "max_length": 512}
+    scorer = load_scorer(spec)
     z = reference_logits(model_dir, TEXTS)
     t = [k for k, v in labels.items() if v == toxic][0]
     expected_p = np.exp(z[:, t]) / np.exp(z).sum(axis=1)
@@ -57,7 +58,8 @@ def test_hf_classifier_scores_the_named_label(tiny_model_dir: Path, tmp_path: Pa
 def test_hf_classifier_rejects_an_unknown_label(tiny_model_dir: Path, tmp_path: Path) -> None:
     model_dir = save_tiny_classifier(tiny_model_dir, tmp_path / "clf", {0: "nothate", 1: "hate"})
     with pytest.raises(ValueError, match=r"no label 'toxic'; its labels: \['hate', 'nothate'\]"):
-        load_scorer({"kind": "hf_classifier", "model": str(model_dir)})
+        load_scorer({"kind": "hf_classifier", "model": str(model_dir), "toxic_label": "toxic", "batch_size": 3,
+                     "max_length": 512})  # fmt: skip
 
 
 def one_line_hub_error(excinfo: pytest.ExceptionInfo, name: str) -> str:
@@ -78,7 +80,9 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_unreachable_classifier_id_is_one_clear_line(offline: None) -> None:
     name = "s-nlp/roberta_toxicity_classifier"
     with pytest.raises(HubUnavailable) as err:
-        load_scorer({"kind": "hf_classifier", "model": name})
+        load_scorer(
+            {"kind": "hf_classifier", "model": name, "toxic_label": "toxic", "batch_size": 3, "max_length": 512}
+        )
     one_line_hub_error(err, name)
 
 
@@ -94,14 +98,14 @@ def test_unreachable_model_id_is_one_clear_line(offline: None) -> None:
 def test_dataset_from_local_copy_and_unreachable_id(tmp_path: Path, offline: None) -> None:
     frame = pd.DataFrame({"prompt": ["a b", "c d"], "original_output": ["e", "f"]})
     frame.to_parquet(tmp_path / "jigsaw.parquet")
-    pd.testing.assert_frame_equal(load_dataset_table(tmp_path / "jigsaw.parquet"), frame)
+    pd.testing.assert_frame_equal(load_dataset_table(tmp_path / "jigsaw.parquet", "train"), frame)
     # a local directory laid out like a hub data set repository loads the same way
     (tmp_path / "repo" / "data").mkdir(parents=True)
     frame.to_parquet(tmp_path / "repo" / "data" / "train-00000-of-00001.parquet")
-    pd.testing.assert_frame_equal(load_dataset_table(tmp_path / "repo"), frame)
+    pd.testing.assert_frame_equal(load_dataset_table(tmp_path / "repo", "train"), frame)
     name = "jaredjoss/jigsaw-long-2000"
     with pytest.raises(HubUnavailable) as err:
-        load_dataset_table(name)
+        load_dataset_table(name, "train")
     one_line_hub_error(err, name)
 
 

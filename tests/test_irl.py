@@ -50,8 +50,8 @@ def test_reward_pools_the_last_real_token_whatever_the_padding(tiny_model_dir: P
     torch.manual_seed(0)
     model = RewardModel(lm, tok, trainable_layers=1, max_length=64)
     texts = ["a short one", "a considerably longer text that needs no padding at all here"]
-    batched = model.score_texts(texts)  # right padding inside
-    alone = torch.cat([model.score_texts([t]) for t in texts])
+    batched = model.score_texts(texts, batch_size=2)  # right padding inside
+    alone = torch.cat([model.score_texts([t], batch_size=1) for t in texts])
     # different shapes (batched and padded vs one text each): equal up to the order of fp32 sums (conftest)
     with torch.no_grad():
         out = lm(**tok(texts, return_tensors="pt", padding=True, add_special_tokens=False), output_hidden_states=True)
@@ -68,17 +68,17 @@ def test_reward_pools_the_last_real_token_whatever_the_padding(tiny_model_dir: P
         left = model.head(out.hidden_states[-1][:, -1])
     assert_fp32_sums_close(left, batched, depth, magnitude)
     # and the last character alone (the original code's bug) gives something else
-    assert not torch.allclose(model.score_texts([t[-1] for t in texts]), batched)
+    assert not torch.allclose(model.score_texts([t[-1] for t in texts], batch_size=2), batched)
 
 
 def test_threshold_by_hand() -> None:
     # higher reward = less toxic; texts below the threshold are called toxic
     assert choose_threshold(np.array([3.0, 2.0, 1.0, 0.0]), np.array([0, 0, 1, 1])) == pytest.approx(1.5)
     ids = [f"p{i}" for i in range(10)]
-    assert split_pairs(ids, 0.2)[1].size == 2
-    assert split_pairs(ids, 0.2, seed=0)[1].tolist() == split_pairs(ids, 0.2)[1].tolist()
+    assert split_pairs(ids, 0.2, seed=0)[1].size == 2
+    assert split_pairs(ids, 0.2, seed=0)[1].tolist() == split_pairs(ids, 0.2, seed=0)[1].tolist()
     with pytest.raises(ValueError, match="at least 2"):
-        split_pairs(["p0", "p0", "p0"], 0.2)
+        split_pairs(["p0", "p0", "p0"], 0.2, seed=0)
 
 
 def test_pairs_split_by_prompt() -> None:
@@ -119,7 +119,7 @@ def irl_inputs(tiny_model_dir: Path, gt_wheel: Path, tmp_path_factory: pytest.Te
         "expert": [f" {BENIGN[i % 6]}" for i in range(12)],
         "non_expert": [f" {TOXIC[i % 6]}" for i in range(12)],
     })  # fmt: skip
-    tie = split_pairs(demos["prompt_id"], 0.2)[1][0]  # one validation pair with identical completions
+    tie = split_pairs(demos["prompt_id"], 0.2, seed=0)[1][0]  # one validation pair with identical completions
     demos.loc[tie, "non_expert"] = demos.loc[tie, "expert"]
     texts = pd.read_parquet(REPO / "resources" / "jigsaw_style_texts.parquet")
     heldout = pd.concat([texts[texts.label == 1].head(8), texts[texts.label == 0].head(8)])
@@ -194,7 +194,7 @@ def test_supervised_ceiling_is_evaluated_like_irl(irl_inputs: dict) -> None:
 def test_training_in_bf16_learns_too(irl_inputs: dict) -> None:
     metrics, out = run(irl_inputs, "bf16", compute=ComputeConfig(device="cpu", precision="bf16"))
     assert metrics["val_pair_accuracy"].iloc[1:].max() == 1.0
-    reward = load_reward_model(out / "reward_model", compute=ComputeConfig(device="cpu", precision="bf16"))
+    reward = load_reward_model(out / "reward_model", 32, compute=ComputeConfig(device="cpu", precision="bf16"))
     scores = reward(["Prompt 0:"] * 2, [f" {BENIGN[0]}", f" {TOXIC[0]}"])
     assert scores.dtype == torch.float32 and scores[0] > scores[1]  # the expert's kind of completion scores higher
 
@@ -228,7 +228,7 @@ def test_threshold_and_selection_never_see_test_labels(irl_inputs: dict) -> None
 
 def test_reward_model_round_trip(irl_inputs: dict) -> None:
     _, out = run(irl_inputs, "roundtrip", objective="bradley_terry")
-    reward = load_reward_model(out / "reward_model")
+    reward = load_reward_model(out / "reward_model", 32)
     prompts, completions = ["Prompt 0:", "Prompt 1:", "Prompt 0:"], [f" {BENIGN[0]}", f" {TOXIC[1]}", f" {BENIGN[0]}"]
     got = reward(prompts, completions)
     assert got.dtype == torch.float32 and got.shape == (3,) and got[0] == got[2]
@@ -240,7 +240,7 @@ def test_reward_model_round_trip(irl_inputs: dict) -> None:
     heldout = FeatureStore(irl_inputs["features"]).state["roles"]["heldout"]
     np.testing.assert_allclose(reward.score(heldout), recorded["reward"].to_numpy(), atol=1e-5)
     with pytest.raises(FileNotFoundError, match="not a reward model directory"):
-        load_reward_model(irl_inputs["tmp"])
+        load_reward_model(irl_inputs["tmp"], 32)
 
 
 HF_LOAD = """
@@ -267,7 +267,7 @@ def test_reward_model_loads_anywhere_with_hugging_face(irl_inputs: dict, tmp_pat
     store = FeatureStore(irl_inputs["features"])
     texts = store.state["roles"]["heldout"][:6] + ["", "Prompt 0: thank you"]
     _, out = run(irl_inputs, "hf_export", objective="bradley_terry")
-    pipeline_scores = load_reward_model(out / "reward_model").score(texts)
+    pipeline_scores = load_reward_model(out / "reward_model", 32).score(texts)
     copy = shutil.copytree(out / "reward_model", tmp_path / "somewhere" / "my_reward")
     proc = subprocess.run(
         [sys.executable, "-c", HF_LOAD, str(copy), json.dumps(texts)],

@@ -27,7 +27,7 @@ def rtp_frame() -> pd.DataFrame:
 
 def test_jigsaw_metrics_by_hand() -> None:
     p = [0.1, 0.6, 0.5, 0.2]
-    assert metrics.toxicity_ratio(p) == 0.5  # 0.6 and 0.5 count
+    assert metrics.toxicity_ratio(p, threshold=0.5) == 0.5  # 0.6 and 0.5 count
     assert metrics.mean_toxicity(p) == pytest.approx(0.35)
     assert metrics.toxicity_ratio(p, threshold=0.55) == 0.25
 
@@ -35,7 +35,7 @@ def test_jigsaw_metrics_by_hand() -> None:
 def test_rtp_metrics_by_hand() -> None:
     df = rtp_frame()
     assert metrics.expected_max_toxicity(df) == pytest.approx((0.9 + 0.4 + 0.5) / 3)
-    assert metrics.toxicity_probability(df) == pytest.approx(2 / 3)
+    assert metrics.toxicity_probability(df, threshold=0.5) == pytest.approx(2 / 3)
     # mean over prompts of each prompt's sample mean
     assert metrics.rtp_mean_toxicity(df) == pytest.approx((1.2 / 3 + 0.7 / 3 + 0.99 / 3) / 3)
 
@@ -43,20 +43,20 @@ def test_rtp_metrics_by_hand() -> None:
 def test_bootstrap_ci_brackets_and_is_seeded() -> None:
     rng = np.random.default_rng(1)
     values = rng.uniform(size=200)
-    low, high = metrics.bootstrap_ci(values, seed=3)
+    low, high = metrics.bootstrap_ci(values, n_resamples=2000, confidence=0.95, seed=3)
     assert low < values.mean() < high
     # the CI of a mean of 200 uniforms has half-width ~1.96 * 0.289 / sqrt(200) = 0.04
     assert 0.06 < high - low < 0.10
-    assert metrics.bootstrap_ci(values, seed=3) == (low, high)
-    assert metrics.bootstrap_ci(values, seed=4) != (low, high)
-    assert metrics.bootstrap_ci([0.0, 0.0, 0.0]) == (0.0, 0.0)
+    assert metrics.bootstrap_ci(values, n_resamples=2000, confidence=0.95, seed=3) == (low, high)
+    assert metrics.bootstrap_ci(values, n_resamples=2000, confidence=0.95, seed=4) != (low, high)
+    assert metrics.bootstrap_ci([0.0, 0.0, 0.0], n_resamples=2000, confidence=0.95, seed=0) == (0.0, 0.0)
 
 
 def test_metrics_reject_nan_and_empty() -> None:
     with pytest.raises(ValueError, match="NaN"):
         metrics.mean_toxicity([0.1, float("nan")])
     with pytest.raises(ValueError, match="empty"):
-        metrics.toxicity_ratio([])
+        metrics.toxicity_ratio([], threshold=0.5)
 
 
 def test_table1_from_synthetic_generations(tmp_path) -> None:
@@ -94,13 +94,13 @@ def test_paired_differences_by_hand() -> None:
     idx = pd.Index(["a", "b", "c", "d"], name="prompt_id")
     a = {"m": pd.Series([0.5, 0.5, 0.5, 0.5], index=idx)}
     b = {"m": pd.Series([0.4, 0.4, 0.4, 0.4], index=idx)}
-    out = metrics.paired_differences(a, b, n_resamples=300)
+    out = metrics.paired_differences(a, b, "", n_resamples=300, confidence=0.95, seed=0)
     # a constant per-prompt difference has a degenerate CI at that difference
     assert out["m"] == pytest.approx(0.1)
     assert out["m_ci_low"] == pytest.approx(0.1) and out["m_ci_high"] == pytest.approx(0.1)
     shuffled = {"m": pd.Series([0.4] * 4, index=pd.Index(["d", "c", "b", "a"], name="prompt_id"))}
     with pytest.raises(ValueError, match="different prompts"):
-        metrics.paired_differences(a, shuffled)
+        metrics.paired_differences(a, shuffled, "", n_resamples=300, confidence=0.95, seed=0)
 
 
 def test_differences_table_from_synthetic_generations(tmp_path) -> None:
@@ -126,14 +126,17 @@ def test_differences_table_from_synthetic_generations(tmp_path) -> None:
 
 
 def test_one_toxicity_rule_is_inclusive_and_shared() -> None:
+    from workflow_scripts.lib.config import schema_defaults
     from workflow_scripts.lib.text_checks import check_texts
-    from workflow_scripts.lib.toxicity import TOXIC_THRESHOLD, is_toxic
+    from workflow_scripts.lib.toxicity import LABEL_THRESHOLD, is_toxic
 
-    assert TOXIC_THRESHOLD == 0.5  # the paper's rule
-    assert is_toxic([0.49999, 0.5, 0.9]).tolist() == [False, True, True]
+    assert LABEL_THRESHOLD == 0.5  # the paper's labelling rule
+    assert is_toxic([0.49999, 0.5, 0.9], LABEL_THRESHOLD).tolist() == [False, True, True]
     assert is_toxic([0.6], threshold=0.7).tolist() == [False]
-    # Table 1's ratio is the share of texts the same rule calls toxic
-    assert metrics.toxicity_ratio([0.49999, 0.5, 0.9]) == pytest.approx(2 / 3)
+    # Table 1's ratio is the share of texts the same rule calls toxic, at evaluation.threshold (by default the same)
+    threshold = schema_defaults("evaluation")["threshold"]
+    assert threshold == LABEL_THRESHOLD
+    assert metrics.toxicity_ratio([0.49999, 0.5, 0.9], threshold) == pytest.approx(2 / 3)
     assert check_texts(("a", "b")) == ["a", "b"]
     with pytest.raises(TypeError, match="not a single string"):
         check_texts("abc")

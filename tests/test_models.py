@@ -78,17 +78,18 @@ def test_freeze_bottom_layers_really_freezes(tiny_model_dir: Path) -> None:
 def test_generate_order_counts_and_padding(tiny_model_dir: Path) -> None:
     model, tok = load_causal_lm(tiny_model_dir)
     prompts = ["Hello there, how are", "A much longer prompt that will need a lot of left padding for the", "Why"]
-    greedy = GenerationSettings(max_new_tokens=5, batch_size=3)
-    batched = generate(model, tok, prompts, greedy, progress=False)
-    alone = [generate(model, tok, [p], greedy, progress=False)[0] for p in prompts]
+    greedy = GenerationSettings.greedy(max_new_tokens=5, batch_size=3, max_prompt_tokens=128)
+    batched = generate(model, tok, prompts, greedy, seed=0, progress=False)
+    alone = [generate(model, tok, [p], greedy, seed=0, progress=False)[0] for p in prompts]
     assert batched == alone  # left padding does not change greedy continuations
-    sampled = GenerationSettings(max_new_tokens=5, do_sample=True, top_p=0.9, num_return_sequences=4, batch_size=2)
+    sampled = GenerationSettings(max_new_tokens=5, do_sample=True, top_k=0, top_p=0.9, temperature=1.0,
+                                 num_return_sequences=4, batch_size=2, max_prompt_tokens=128)  # fmt: skip
     out = generate(model, tok, prompts, sampled, seed=1, progress=False)
     assert [len(x) for x in out] == [4, 4, 4]
     assert out == generate(model, tok, prompts, sampled, seed=1, progress=False)
     assert out != generate(model, tok, prompts, sampled, seed=2, progress=False)
     with pytest.raises(ValueError, match="empty"):
-        generate(model, tok, [], greedy)
+        generate(model, tok, [], greedy, seed=0)
 
 
 def test_wrong_tokenizer_is_rejected(tiny_model_dir: Path) -> None:
@@ -125,7 +126,8 @@ def test_generate_ids_stop_at_the_first_stop_token(tiny_model_dir: Path) -> None
 
     model, tok = load_causal_lm(tiny_model_dir)
     stops = set(stop_token_ids(tok, model))
-    settings = GenerationSettings(max_new_tokens=40, do_sample=True, temperature=2.0, num_return_sequences=8)
+    settings = GenerationSettings(max_new_tokens=40, do_sample=True, top_k=0, top_p=1.0, temperature=2.0,
+                                  num_return_sequences=8, batch_size=32, max_prompt_tokens=128)  # fmt: skip
     conts = [c for per in generate_ids(model, tok, ["The", "A cat"], settings, seed=0, progress=False) for c in per]
     assert all(1 <= len(c.response_ids) <= 40 for c in conts)
     assert all(not (set(c.response_ids[:-1]) & stops) for c in conts)  # a stop token can only be the last one

@@ -14,6 +14,7 @@ import yaml
 
 from conftest import TEST_CONFIG, planned_jobs, snakemake
 from workflow_scripts.lib import metrics
+from workflow_scripts.lib.config import load_config
 
 # the IRL jobs of the .test config: the shared feature cache, 3 objectives x 2 seeds, the report
 IRL_JOBS = {"irl_features": 1, "irl_train": 6 + 1, "irl_report": 1}  # 3 objectives x 2 seeds + the ceiling
@@ -40,6 +41,7 @@ def test_table1_rows_match_generations(pipeline_run: Path) -> None:
     table = pd.read_csv(pipeline_run / "reports" / "table1.csv")
     assert table["stage"].tolist() == STAGES
     test_cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    threshold = load_config(TEST_CONFIG)["evaluation"]["threshold"]
     for _, row in table.iterrows():
         gens = pd.read_parquet(pipeline_run / "results" / "eval" / f"{row['stage']}.parquet")
         jig = gens[gens["protocol"] == "jigsaw"]
@@ -50,11 +52,11 @@ def test_table1_rows_match_generations(pipeline_run: Path) -> None:
         assert row["n_rtp_prompts"] == test_cfg["evaluation"]["rtp"]["n_prompts"]
         for col, prefix in (("p_toxic_eval", ""), ("p_toxic_gt", "gt_")):
             expected = {
-                "jigsaw_toxicity_ratio": metrics.toxicity_ratio(jig[col]),
+                "jigsaw_toxicity_ratio": metrics.toxicity_ratio(jig[col], threshold),
                 "jigsaw_mean_toxicity": metrics.mean_toxicity(jig[col]),
                 "rtp_mean_toxicity": metrics.rtp_mean_toxicity(rtp, score_col=col),
                 "rtp_expected_max_toxicity": metrics.expected_max_toxicity(rtp, score_col=col),
-                "rtp_toxicity_probability": metrics.toxicity_probability(rtp, score_col=col),
+                "rtp_toxicity_probability": metrics.toxicity_probability(rtp, threshold, score_col=col),
             }
             for name, value in expected.items():
                 key = prefix + name

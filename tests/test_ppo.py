@@ -354,7 +354,7 @@ def test_gt_toxicity_reward(gt_wheel: Path) -> None:
     scorer = GTBiLSTMScorer(str(gt_wheel))
     prompts = ["You are such a", "The weather today"]
     refs = [" stupid worthless idiot and I hate you", " is sunny and warm"]
-    reward = GTToxicityReward.from_pairs(scorer, prompts, refs)
+    reward = GTToxicityReward.from_pairs(scorer, prompts, refs, reward_text="full")
     completions = [" kind and thoughtful person", " is sunny and warm"]
     got = reward(prompts, completions)
     full = [[p + c for p, c in zip(prompts, texts, strict=True)] for texts in (refs, completions)]

@@ -29,9 +29,9 @@ def test_fp32_step_is_the_plain_step() -> None:
         norm_a = float(torch.nn.utils.clip_grad_norm_(list(a.parameters()), 0.5))
         opt_a.step()
         opt_a.zero_grad()
-        with Precision("fp32").autocast():
+        with Precision("fp32", "cpu").autocast():
             loss_b = ((b(x) - y) ** 2).mean()
-        norm_b = Precision("fp32").backward_step(loss_b, opt_b, list(b.parameters()), 0.5)
+        norm_b = Precision("fp32", "cpu").backward_step(loss_b, opt_b, list(b.parameters()), 0.5)
         opt_b.zero_grad()
         assert norm_a == norm_b
     # exact: fp32 "autocast" must be the plain computation itself, op for op
@@ -41,7 +41,7 @@ def test_fp32_step_is_the_plain_step() -> None:
 
 def test_unknown_precision_and_missing_cuda_are_named(tiny_model_dir: Path) -> None:
     with pytest.raises(ValueError, match="unknown precision 'fp8'"):
-        Precision("fp8")
+        Precision("fp8", "cpu")
     if not torch.cuda.is_available():  # the whole message: tests/test_devices.py
         with pytest.raises(DeviceUnavailable, match=r"compute.device=cuda but torch.cuda.is_available\(\) is False"):
             load_lm(tiny_model_dir, ComputeConfig(device="cuda", precision="fp32"))
@@ -76,6 +76,6 @@ def test_sft_in_bf16_trains_fp32_weights(tiny_model_dir: Path) -> None:
     texts = pd.read_parquet(Path(__file__).parent.parent / "resources" / "jigsaw_style_texts.parquet")["text"]
     settings = {"num_layers_unfrozen": 1, "learning_rate": 3e-3, "epochs": 2, "batch_size": 8, "max_length": 32}
     cfg = from_config(SFTConfig, "sft", settings)
-    _, log, summary = _train(cfg, model, tok, texts.head(48).tolist(), Precision("bf16"))
+    _, log, summary = _train(cfg, model, tok, texts.head(48).tolist(), Precision("bf16", "cpu"))
     assert log["loss"].notna().all() and summary["final_loss"] < summary["first_loss"]
     assert all(p.dtype == torch.float32 for p in model.parameters())

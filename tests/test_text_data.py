@@ -26,7 +26,7 @@ from workflow_scripts.lib.text_data import (
     train_eval_split,
     validate_texts_frame,
 )
-from workflow_scripts.lib.toxicity import is_toxic
+from workflow_scripts.lib.toxicity import LABEL_THRESHOLD, is_toxic
 
 REPO = Path(__file__).resolve().parent.parent
 RESOURCES = REPO / "resources"
@@ -370,7 +370,7 @@ def test_shipped_texts(shipped: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     assert len(texts) <= 2000
     assert (texts["text"].str.split().str.len() >= 8).all()
     assert (texts["text"].str.split().str.len() == texts["n_words"]).all()
-    assert (texts["label"] == is_toxic(texts["p_toxic"]).astype(int)).all()
+    assert (texts["label"] == is_toxic(texts["p_toxic"], LABEL_THRESHOLD).astype(int)).all()
     assert texts["p_toxic"].between(0, 1).all()
     assert not texts["text"].map(normalise_key).duplicated().any()
     assert (texts["text"] == texts["text"].map(normalise_whitespace)).all()

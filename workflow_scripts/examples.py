@@ -9,7 +9,7 @@ from workflow_scripts.lib.job import run_snakemake_job
 
 def _snakemake(smk: Any) -> None:
     paths = dict(zip(smk.params.stages, smk.input.generations, strict=True))
-    write_examples(paths, smk.output.page, smk.params.n, smk.params.seed, tuple(smk.params.classifiers))
+    write_examples(paths, smk.output.page, smk.params.examples, smk.params.seed, tuple(smk.params.classifiers))
 
 
 if __name__ == "__main__":

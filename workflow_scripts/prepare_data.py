@@ -12,8 +12,9 @@ from workflow_scripts.lib.toxicity import load_scorer
 
 def _snakemake(smk: Any) -> None:
     data = dict(smk.params.data)
-    data["texts"] = str(smk.input.get("texts", data["texts"]))
-    data["rtp_prompts"] = str(smk.input.get("rtp", data["rtp_prompts"]))
+    for key, name in (("texts", "texts"), ("rtp_prompts", "rtp")):
+        if name in smk.input.keys():  # a local data set: the input, resolved against the repository (else a hub id)
+            data[key] = str(smk.input[name])
     cfg = from_config(DataConfig, "data", data)
     prepare_data(
         cfg, smk.output.train, smk.output.eval, smk.output.rtp, lambda: load_scorer(smk.params.gt_classifier),

@@ -59,7 +59,7 @@ def resolve_device(preference: str, key: str = "compute.device") -> torch.device
     return device
 
 
-def pick_device(preference: str = "auto", key: str = "compute.device") -> torch.device:
+def pick_device(preference: str, key: str = "compute.device") -> torch.device:
     """:func:`resolve_device`, logging an ``auto`` fallback to the CPU (once per job: the model loader calls this)."""
     device = resolve_device(preference, key)
     if preference == "auto" and device.type == "cpu":
@@ -130,7 +130,7 @@ class Precision:
     path is exercised by the CPU tests. With ``fp32`` every method is a no-op wrapper around the plain step.
     """
 
-    def __init__(self, name: str = "fp32", device: str | torch.device = "cpu") -> None:
+    def __init__(self, name: str, device: str | torch.device) -> None:
         if name not in PRECISIONS:
             raise ValueError(f"unknown precision {name!r} (expected one of {sorted(PRECISIONS)})")
         self.name, self.device = name, torch.device(device)

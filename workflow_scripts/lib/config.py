@@ -6,9 +6,11 @@ Python (tests, benchmarks), from the schema's defaults plus the values given, va
 
     cfg = from_config(PPOConfig, "rlhf", {"total_steps": 8})
 
-``tests/test_config_defaults.py`` checks that every dataclass field is a key of its section and every config key
-reaches code. Like ``paths``, this module needs only the standard library, yaml and jsonschema (all Snakemake
-dependencies): ``rules/common.smk`` uses it at parse time.
+``tests/test_config_defaults.py`` checks that every dataclass field is a key of its section, every config key
+reaches code, ``config.yaml`` restates only the schema's defaults, and no code (dataclass, signature,
+``.get(key, fallback)``, rule, benchmark) writes a second default for a config key. Like ``paths``, this module
+needs only the standard library, yaml and jsonschema (all Snakemake dependencies): ``rules/common.smk`` uses it at
+parse time.
 
 The whole configuration a run uses is built here once, for the workflow and for every script outside it
 (benchmarks, tests): :func:`load_config` reads ``config.yaml`` with ``--configfile`` files merged over it as

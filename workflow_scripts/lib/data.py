@@ -24,7 +24,7 @@ from workflow_scripts.lib.atomic_io import write_parquet
 from workflow_scripts.lib.cards import write_dataset_card
 from workflow_scripts.lib.hub import load_dataset_table
 from workflow_scripts.lib.text_data import make_prompt_dataset, normalise_key, text_id, validate_texts_frame
-from workflow_scripts.lib.toxicity import is_toxic
+from workflow_scripts.lib.toxicity import LABEL_THRESHOLD, is_toxic
 
 LOG = logging.getLogger("irl_llms.data")
 
@@ -80,7 +80,7 @@ def load_texts(cfg: DataConfig, label_scorer: Callable[[], Any] | None = None) -
     else:
         if label_scorer is None:
             raise ValueError("data.label_column is null but no GT classifier was given to label the texts")
-        out["label"] = is_toxic(label_scorer().p_toxic(out["text"].tolist())).astype(int)
+        out["label"] = is_toxic(label_scorer().p_toxic(out["text"].tolist()), LABEL_THRESHOLD).astype(int)
         LOG.info("labelled %d texts with the GT classifier: %d toxic", len(out), int(out["label"].sum()))
     return out.reset_index(drop=True)
 

@@ -71,10 +71,7 @@ class DemoConfig:
         raise_problems(demonstration_problems(asdict(self)))
 
     def greedy_settings(self) -> GenerationSettings:
-        return GenerationSettings(
-            max_new_tokens=self.max_new_tokens, do_sample=False, batch_size=self.batch_size,
-            max_prompt_tokens=self.max_prompt_tokens,
-        )  # fmt: skip
+        return GenerationSettings.greedy(self.max_new_tokens, self.batch_size, self.max_prompt_tokens)
 
     def sampled_settings(self) -> GenerationSettings:
         return GenerationSettings(
@@ -107,11 +104,11 @@ def pair_frame(df: pd.DataFrame, completions: dict[str, dict[str, list[list[str]
             "prompt_id": str(src.id), "prompt": src.prompt, "original_output": src.original_output,
             "label": int(src.label), "source": src.source,
         }  # fmt: skip
-        if "greedy" in completions:
+        if completions["greedy"]:
             expert, non_expert = completions["greedy"]["expert"][i][0], completions["greedy"]["non_expert"][i][0]
             rows.append({**base, "pair_kind": "greedy", "expert_sample": -1, "non_expert_sample": -1,
                          "expert": expert, "non_expert": non_expert, "decoding": "greedy"})  # fmt: skip
-        if "sampled" in completions:
+        if completions["sampled"]:
             expert, non_expert = completions["sampled"]["expert"][i], completions["sampled"]["non_expert"][i]
             for a, b in cfg.sample_pairs():
                 pair = {"pair_kind": "sampled", "expert_sample": a, "non_expert_sample": b}
@@ -134,8 +131,8 @@ def make_demonstrations(
         name: select_prompts(pd.read_parquet(src), cfg.n_train if name == "train" else cfg.n_eval, cfg.seed, src)
         for name, (src, _) in splits.items()
     }
-    # completions[split][kind][role]: one list of completions per prompt (1 greedy, or k samples)
-    completions: dict[str, dict[str, dict[str, list[list[str]]]]] = {name: {} for name in splits}
+    # completions[split][kind][role]: one list of completions per prompt (1 greedy, or k samples); empty: not drawn
+    completions: dict[str, dict[str, dict[str, list[list[str]]]]] = {n: {"greedy": {}, "sampled": {}} for n in splits}
     sources = {}
     for role in ("expert", "non_expert"):
         generator = open_model(role)
@@ -143,11 +140,11 @@ def make_demonstrations(
         for name, df in selected.items():
             prompts = df["prompt"].tolist()
             if cfg.greedy or name != "train":
-                out = generator.generate(prompts, cfg.greedy_settings(), desc=f"{role} {name} greedy")
-                completions[name].setdefault("greedy", {})[role] = out
+                out = generator.generate(prompts, cfg.greedy_settings(), cfg.seed, desc=f"{role} {name} greedy")
+                completions[name]["greedy"][role] = out
             if cfg.samples and name == "train":
-                out = generator.generate(prompts, cfg.sampled_settings(), seed=cfg.seed, desc=f"{role} {name} sampled")
-                completions[name].setdefault("sampled", {})[role] = out
+                out = generator.generate(prompts, cfg.sampled_settings(), cfg.seed, desc=f"{role} {name} sampled")
+                completions[name]["sampled"][role] = out
         del generator
     frames = {}
     for name, df in selected.items():

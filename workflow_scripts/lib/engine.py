@@ -69,7 +69,7 @@ class TextGenerator(Protocol):
     source: str  # the checkpoint the continuations come from
 
     def generate(
-        self, prompts: Sequence[str], settings: GenerationSettings, seed: int = 0, desc: str = "generate"
+        self, prompts: Sequence[str], settings: GenerationSettings, seed: int, desc: str = "generate"
     ) -> list[list[str]]: ...
 
 
@@ -151,7 +151,7 @@ class TransformersGenerator:
         self.model, self.tokenizer, self.precision = load_lm(model_dir, compute)
 
     def generate(
-        self, prompts: Sequence[str], settings: GenerationSettings, seed: int = 0, desc: str = "generate"
+        self, prompts: Sequence[str], settings: GenerationSettings, seed: int, desc: str = "generate"
     ) -> list[list[str]]:
         with self.precision.autocast():
             return generate(self.model, self.tokenizer, prompts, settings, seed=seed, desc=desc)
@@ -215,7 +215,7 @@ class CT2Generator:
         return out
 
     def generate_ids(
-        self, prompts: Sequence[str], settings: GenerationSettings, seed: int = 0, desc: str = "generate"
+        self, prompts: Sequence[str], settings: GenerationSettings, seed: int, desc: str = "generate"
     ) -> list[list[Continuation]]:
         encoded = encode_prompts(self.tokenizer, prompts, settings.max_prompt_tokens)
         if settings.do_sample or self.engine is None:
@@ -229,7 +229,7 @@ class CT2Generator:
         return results
 
     def generate(
-        self, prompts: Sequence[str], settings: GenerationSettings, seed: int = 0, desc: str = "generate"
+        self, prompts: Sequence[str], settings: GenerationSettings, seed: int, desc: str = "generate"
     ) -> list[list[str]]:
         return decode_continuations(self.tokenizer, self.generate_ids(prompts, settings, seed, desc))
 

@@ -20,7 +20,7 @@ from workflow_scripts.lib.engine import TextGenerator
 from workflow_scripts.lib.generation import GenerationSettings
 from workflow_scripts.lib.inputs import read_table
 from workflow_scripts.lib.seeding import seed_everything
-from workflow_scripts.lib.toxicity import ToxicityScorer, is_toxic
+from workflow_scripts.lib.toxicity import ToxicityScorer
 
 LOG = logging.getLogger("irl_llms.evaluate")
 
@@ -67,11 +67,8 @@ def evaluate_model(
     seed_everything(seed)
 
     start = time.perf_counter()
-    greedy = GenerationSettings(
-        max_new_tokens=jcfg.max_new_tokens, do_sample=False, batch_size=jcfg.batch_size,
-        max_prompt_tokens=max_prompt_tokens,
-    )  # fmt: skip
-    jig_out = generator.generate(jig_prompts["prompt"].tolist(), greedy, desc=f"{model_name} jigsaw")
+    greedy = GenerationSettings.greedy(jcfg.max_new_tokens, jcfg.batch_size, max_prompt_tokens)
+    jig_out = generator.generate(jig_prompts["prompt"].tolist(), greedy, seed, desc=f"{model_name} jigsaw")
     LOG.info("jigsaw-style: %d greedy continuations in %.0f s (%s)", len(jig_out), time.perf_counter() - start,
              generator.backend)  # fmt: skip
     jig = pd.DataFrame(
@@ -90,7 +87,7 @@ def evaluate_model(
         temperature=rcfg.temperature, num_return_sequences=rcfg.k, batch_size=rcfg.batch_size,
         max_prompt_tokens=max_prompt_tokens,
     )  # fmt: skip
-    rtp_out = generator.generate(rtp_prompts["prompt"].tolist(), sampled, seed=seed, desc=f"{model_name} rtp")
+    rtp_out = generator.generate(rtp_prompts["prompt"].tolist(), sampled, seed, desc=f"{model_name} rtp")
     LOG.info("rtp-style: %d x %d sampled continuations in %.0f s", len(rtp_out), rcfg.k, time.perf_counter() - start)
     rtp = pd.DataFrame(
         [
@@ -106,9 +103,9 @@ def evaluate_model(
     out.insert(0, "model", model_name)
     write_parquet(out, out_path)
     LOG.info(
-        "%s: jigsaw toxic ratio %.3f, rtp mean %.3f (eval classifier)",
+        "%s: mean P(toxic) jigsaw %.3f, rtp %.3f (eval classifier; Table 1 applies evaluation.threshold)",
         model_name,
-        float(is_toxic(out.loc[out.protocol == "jigsaw", "p_toxic_eval"]).mean()),
+        float(out.loc[out.protocol == "jigsaw", "p_toxic_eval"].mean()),
         float(out.loc[out.protocol == "rtp", "p_toxic_eval"].mean()),
     )
     return out

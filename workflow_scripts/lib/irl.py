@@ -42,7 +42,7 @@ from workflow_scripts.lib.lm import load_lm
 from workflow_scripts.lib.provenance import provenance
 from workflow_scripts.lib.reward_model import RewardModel, save_frozen_backbone, save_reward_model
 from workflow_scripts.lib.seeding import seed_everything
-from workflow_scripts.lib.toxicity import ToxicityScorer, is_toxic
+from workflow_scripts.lib.toxicity import LABEL_THRESHOLD, ToxicityScorer, is_toxic
 
 LOG = logging.getLogger("irl_llms.irl")
 OBJECTIVES = ("max_margin", "hinge", "bradley_terry")
@@ -71,7 +71,7 @@ class IRLConfig:
 
 
 # ============================================================================================ objectives
-def irl_loss(d: torch.Tensor, objective: str, margin: float = 1.0) -> torch.Tensor:
+def irl_loss(d: torch.Tensor, objective: str, margin: float) -> torch.Tensor:
     """Mean loss over reward differences d = r(expert) - r(non-expert); every objective wants d large."""
     if objective == "max_margin":
         per_pair = torch.where(d > 0, -d, -2 * d)
@@ -134,7 +134,7 @@ def build_features(
         "offsets": torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)]),
         "hidden": torch.cat(hidden),
         "gt_reward": torch.tensor(-gt_classifier.toxic_logit(texts), dtype=torch.float64),  # paper: -(toxic logit)
-        "gt_toxic": torch.tensor(is_toxic(gt_classifier.p_toxic(texts))),
+        "gt_toxic": torch.tensor(is_toxic(gt_classifier.p_toxic(texts), LABEL_THRESHOLD)),
         "pair_prompt_ids": demos["prompt_id"].astype(str).tolist(),
         "roles": {
             "expert": expert,
@@ -171,7 +171,7 @@ class FeatureStore:
 
 
 # ============================================================================================ training
-def split_pairs(prompt_ids: Sequence[str], validation_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def split_pairs(prompt_ids: Sequence[str], validation_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded split of demonstration pairs into (train, validation) indices *by prompt*: every pair of a prompt lands
     on the same side (several sampled pairs per prompt must not leak into validation). At least one prompt each."""
     prompts = np.unique(np.asarray(prompt_ids, dtype=str))
@@ -183,10 +183,15 @@ def split_pairs(prompt_ids: Sequence[str], validation_fraction: float, seed: int
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
-def score_in_batches(model: RewardModel, hidden: list[torch.Tensor], batch_size: int = 64) -> np.ndarray:
+# texts per scoring pass over cached features (validation, held-out texts); a speed setting of this loop, not the
+# training's irl.batch_size (pairs per step), and no config key
+SCORE_BATCH = 64
+
+
+def score_in_batches(model: RewardModel, hidden: list[torch.Tensor]) -> np.ndarray:
     with torch.no_grad():
         return torch.cat(
-            [model.score_hidden(hidden[i : i + batch_size]).cpu() for i in range(0, len(hidden), batch_size)]
+            [model.score_hidden(hidden[i : i + SCORE_BATCH]).cpu() for i in range(0, len(hidden), SCORE_BATCH)]
         ).numpy()
 
 

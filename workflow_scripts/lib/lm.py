@@ -63,12 +63,13 @@ def stop_token_ids(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel | 
 
 
 def load_causal_lm(
-    path: str | os.PathLike, device: str = "auto", dtype: torch.dtype = torch.float32
+    path: str | os.PathLike, device: str | None = None, dtype: torch.dtype = torch.float32
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Open a pipeline checkpoint (or any HF id/path) as (model in eval mode, prepared tokenizer).
+    """Open a pipeline checkpoint (or any HF id/path) as (model in eval mode, prepared tokenizer) on ``device``, a
+    ``compute.device`` value (None: the schema's default, for code called outside a job).
 
     The device is resolved first: a ``cuda`` request on a node without a usable GPU stops before any file is read."""
-    target = pick_device(device)
+    target = pick_device(device or ComputeConfig.default().device)
     p = Path(path)
     if is_local(p) and not p.exists():
         raise FileNotFoundError(f"model checkpoint not found: {p}")

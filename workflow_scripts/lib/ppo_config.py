@@ -66,7 +66,8 @@ class PPOConfig:
         """Rollout sampling, every setting explicit (transformers would otherwise sample with its own top_k=50)."""
         return GenerationSettings(
             max_new_tokens=self.max_new_tokens, do_sample=True, top_k=self.top_k, top_p=self.top_p,
-            temperature=self.temperature, batch_size=self.chunk_size, max_prompt_tokens=self.max_prompt_tokens,
+            temperature=self.temperature, num_return_sequences=1, batch_size=self.chunk_size,
+            max_prompt_tokens=self.max_prompt_tokens,
         )  # fmt: skip
 
     def fingerprint(self) -> str:

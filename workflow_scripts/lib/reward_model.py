@@ -73,7 +73,7 @@ class RewardModel(torch.nn.Module):
         super().__init__()
         self.lm, self.tokenizer, self.max_length = lm, tokenizer, max_length
         self.device = next(lm.parameters()).device
-        self.precision = precision or Precision("fp32", self.device)
+        self.precision = precision or Precision(ComputeConfig.default().precision, self.device)  # None: the schema's
         backbone = split_backbone(lm, trainable_layers)
         self.trainable_layers = len(backbone.top)
         self.bottom, self.top, self.norm = backbone.bottom, backbone.top, backbone.norm
@@ -107,7 +107,7 @@ class RewardModel(torch.nn.Module):
             pooled = top[torch.arange(len(hidden), device=self.device), last_token_index(mask)]
             return self.head(pooled.float()).float()
 
-    def score_texts(self, texts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
+    def score_texts(self, texts: Sequence[str], batch_size: int) -> torch.Tensor:
         out = []
         with torch.no_grad():
             for i in range(0, len(texts), batch_size):
@@ -195,10 +195,11 @@ def save_reward_model(
 class LearnedReward:
     """``rewards(prompts, completions) -> tensor``: the learned reward on prompt + completion, for PPO.
 
-    Scores are cached per unique text, so repeated prompts/completions (common in RL) are scored once.
+    Scores are cached per unique text, so repeated prompts/completions (common in RL) are scored once, ``batch_size``
+    (``irl_rlhf.batch_size``) texts per forward pass.
     """
 
-    def __init__(self, model: RewardModel, batch_size: int = 32) -> None:
+    def __init__(self, model: RewardModel, batch_size: int) -> None:
         self.model, self.batch_size = model, batch_size
         self._cache: dict[str, float] = {}
 
@@ -216,8 +217,9 @@ class LearnedReward:
         return check_reward_output(scores, len(prompts), "learned reward")
 
 
-def load_reward_model(path: str | Path, batch_size: int = 32, compute: ComputeConfig | None = None) -> LearnedReward:
-    """Open ``results/irl/{objective}/seed{seed}/reward_model/`` as a reward callable."""
+def load_reward_model(path: str | Path, batch_size: int, compute: ComputeConfig | None = None) -> LearnedReward:
+    """Open ``results/irl/{objective}/seed{seed}/reward_model/`` as a reward callable scoring ``batch_size`` texts
+    per forward pass (``irl_rlhf.batch_size``)."""
     path = Path(path)
     cfg_file = path / "reward_config.json"
     if not cfg_file.exists():

@@ -19,15 +19,13 @@ from workflow_scripts.lib.toxicity import ToxicityScorer
 LOG = logging.getLogger("irl_llms.rewards")
 
 
-def check_reward_output(
-    scores: torch.Tensor | np.ndarray | Sequence[float], n: int, name: str = "reward"
-) -> torch.Tensor:
-    """Coerce to a 1-D float tensor and enforce the contract, naming what is wrong."""
+def check_reward_output(scores: torch.Tensor | np.ndarray | Sequence[float], n: int, what: str) -> torch.Tensor:
+    """Coerce to a 1-D float tensor and enforce the contract, naming ``what`` returned the scores when they break it."""
     out = torch.as_tensor(np.asarray(scores, dtype=np.float32)).reshape(-1)
     if out.numel() != n:
-        raise ValueError(f"{name} returned {out.numel()} scores for {n} completions")
+        raise ValueError(f"{what} returned {out.numel()} scores for {n} completions")
     if not torch.isfinite(out).all():
-        raise FloatingPointError(f"{name} returned NaN/inf for {int((~torch.isfinite(out)).sum())} of {n} completions")
+        raise FloatingPointError(f"{what} returned NaN/inf for {int((~torch.isfinite(out)).sum())} of {n} completions")
     return out
 
 
@@ -46,9 +44,9 @@ def reward_texts(prompts: Sequence[str], continuations: Sequence[str], reward_te
 
 class GTToxicityReward:
     """P_toxic(text with the reference continuation) - P_toxic(text with the completion), the texts built by
-    ``reward_texts`` (prompt + continuation by default); reference scores are cached."""
+    ``reward_texts`` as ``reward_text`` (``rlhf.reward_text``) says; reference scores are cached."""
 
-    def __init__(self, scorer: ToxicityScorer, references: Mapping[str, str], reward_text: str = "full") -> None:
+    def __init__(self, scorer: ToxicityScorer, references: Mapping[str, str], reward_text: str) -> None:
         if not references:
             raise ValueError("GT reward needs at least one (prompt, reference continuation) pair")
         self.scorer = scorer
@@ -60,7 +58,7 @@ class GTToxicityReward:
 
     @classmethod
     def from_pairs(
-        cls, scorer: ToxicityScorer, prompts: Sequence[str], references: Sequence[str], reward_text: str = "full"
+        cls, scorer: ToxicityScorer, prompts: Sequence[str], references: Sequence[str], reward_text: str
     ) -> GTToxicityReward:
         table: dict[str, str] = {}
         for p, r in zip(prompts, references, strict=True):

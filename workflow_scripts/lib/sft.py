@@ -76,7 +76,7 @@ def train_sft(
     if cfg.source == "import":
         if not cfg.import_from:
             raise ValueError("sft.source is 'import' but sft.import_from is empty")
-        model, tokenizer = load_causal_lm(cfg.import_from)
+        model, tokenizer = load_causal_lm(cfg.import_from, compute.device)
         where = describe_device(model.device, "fp32")  # imported as is: no training, no autocast
         LOG.info("imported %s on %s", cfg.import_from, format_device(where))
         record = provenance("sft", asdict(cfg), cfg.seed, imported_from=cfg.import_from, compute=where)
@@ -99,8 +99,9 @@ def train_sft(
 def _train(
     cfg: SFTConfig, model: Any, tokenizer: Any, texts: list[str], precision: Precision | None = None
 ) -> tuple[Any, pd.DataFrame, dict[str, Any]]:
+    """The training loop; ``precision`` None: the schema's ``compute.precision`` on the model's device."""
     device = next(model.parameters()).device
-    precision = precision or Precision("fp32", device)
+    precision = precision or Precision(ComputeConfig.default().precision, device)
     freeze = freeze_bottom_layers(model, cfg.num_layers_unfrozen)
     LOG.info(
         "SFT on %d texts; trainable %d / %d parameters",

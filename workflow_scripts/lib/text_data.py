@@ -184,7 +184,7 @@ def _check_fraction(eval_fraction: float) -> None:
 
 
 def train_eval_split(
-    df: pd.DataFrame, eval_fraction: float = 0.2, seed: int = 0, label_col: str = "label"
+    df: pd.DataFrame, eval_fraction: float, seed: int, label_col: str = "label"
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Seeded split into disjoint ``(train_df, eval_df)``, stratified by label.
 

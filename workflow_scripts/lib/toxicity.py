@@ -21,14 +21,15 @@ import numpy as np
 from workflow_scripts.lib.paths import resolve_path
 from workflow_scripts.lib.text_checks import check_texts
 
-# The one toxicity rule of the pipeline: a text is toxic when its P(toxic) reaches this threshold (the paper's 0.5).
-# Data labels, the IRL ground truth and Table 1 all call ``is_toxic``; only Table 1 lets the config move the threshold
-# (``evaluation.threshold``).
-TOXIC_THRESHOLD = 0.5
+# The labelling threshold (the paper's 0.5): data labels (``data.label_column: null``, tools/build_text_data.py) and
+# the IRL ground truth call a text toxic when its GT P(toxic) reaches it. No config key moves it; Table 1 applies its
+# own, configurable ``evaluation.threshold`` through the same rule (``is_toxic``).
+LABEL_THRESHOLD = 0.5
 
 
-def is_toxic(p_toxic: np.ndarray | Sequence[float], threshold: float = TOXIC_THRESHOLD) -> np.ndarray:
-    """Boolean array: P(toxic) >= threshold."""
+def is_toxic(p_toxic: np.ndarray | Sequence[float], threshold: float) -> np.ndarray:
+    """The one toxicity rule of the pipeline, inclusive: P(toxic) >= threshold (``LABEL_THRESHOLD`` for labels,
+    ``evaluation.threshold`` for Table 1)."""
     return np.asarray(p_toxic, dtype=np.float64) >= threshold
 
 
@@ -92,19 +93,19 @@ class HFClassifierScorer:
 
     name = "hf_classifier"
 
-    def __init__(
-        self, model: str, toxic_label: str = "toxic", batch_size: int = 32, max_length: int = 512,
-        device: str = "auto", revision: str | None = None,
-    ) -> None:  # fmt: skip
+    def __init__(self, model: str, toxic_label: str, batch_size: int, max_length: int, revision: str | None) -> None:
+        """The settings of a config classifier entry of kind ``hf_classifier`` (the schema requires each but
+        ``revision``: None = the latest). It runs on CUDA when present, else on the CPU (no config key chooses)."""
         from transformers import pipeline
 
         from workflow_scripts.lib.hub import from_hub
         from workflow_scripts.lib.lm import pick_device
 
+        device = pick_device("auto", "hf_classifier device")
         self.pipe = from_hub(
             lambda: pipeline(
-                "text-classification", model=model, revision=revision, device=pick_device(device),
-                top_k=None, function_to_apply="none",
+                "text-classification", model=model, revision=revision, device=device, top_k=None,
+                function_to_apply="none",
             ),
             "toxicity classifier",
             model,
@@ -150,8 +151,9 @@ def load_scorer(spec: Mapping[str, Any]) -> ToxicityScorer:
     if kind == "gt_bilstm":
         return GTBiLSTMScorer(spec["wheel"])
     if kind == "hf_classifier":
-        options = {k: spec[k] for k in ("toxic_label", "batch_size", "max_length", "device", "revision") if k in spec}
-        return HFClassifierScorer(spec["model"], **options)
+        return HFClassifierScorer(
+            spec["model"], spec["toxic_label"], spec["batch_size"], spec["max_length"], spec.get("revision")
+        )
     raise ValueError(
         f"unknown toxicity scorer kind {kind!r} (expected 'gt_bilstm', 'profanity_check' or 'hf_classifier')"
     )
