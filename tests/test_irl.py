@@ -55,9 +55,9 @@ def test_reward_pools_the_last_real_token_whatever_the_padding(tiny_model_dir: P
     # different shapes (batched and padded vs one text each): equal up to the order of fp32 sums (conftest)
     with torch.no_grad():
         out = lm(**tok(texts, return_tensors="pt", padding=True, add_special_tokens=False), output_hidden_states=True)
-    head = model.head.linear  # after a parameter-free LayerNorm: sum_i |x_i w_i| + |b| bounds the head's sums
-    normed = model.head.norm(out.hidden_states[-1]).abs()
-    magnitude = float((normed @ head.weight.abs().T).max() + head.bias.abs().max())
+        head = model.head.linear  # after a parameter-free LayerNorm: sum_i |x_i w_i| + |b| bounds the head's sums
+        normed = model.head.norm(out.hidden_states[-1]).abs()
+        magnitude = float((normed @ head.weight.abs().T).max() + head.bias.abs().max())
     depth = network_depth(lm.config, out.hidden_states[-1].shape[1])
     assert_fp32_sums_close(batched, alone, depth, magnitude)
     # the same rewards from one plain left-padded forward pass, pooled at the last position
