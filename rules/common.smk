@@ -85,6 +85,12 @@ PAPER_TABLE1 = require_shipped(
 )
 
 
+PAPER_IRL_RUNS = require_shipped(
+    config["irl"]["paper_runs"], "the paper's IRL per-run figures (irl.paper_runs)",
+    "it ships with the repository: restore it with git checkout",
+)
+
+
 def data_label_classifier():
     """The GT classifier labels the texts only when the data set has no label column."""
     return with_resolved_wheel(config["gt_classifier"]) if config["data"]["label_column"] is None else None
@@ -162,7 +168,7 @@ def table1_params():
 
 
 # irl keys the rules consume themselves: which jobs exist (objectives x seeds), the backbone input (init), the report
-IRL_RULE_KEYS = ("objectives", "seeds", "init", "bootstrap", "ceiling")
+IRL_RULE_KEYS = ("objectives", "seeds", "init", "bootstrap", "ceiling", "paper_runs")
 
 
 def irl_report_runs(pattern):

@@ -62,9 +62,13 @@ rule irl_report:
     input:
         metrics=irl_report_runs("results/irl/{objective}/seed{seed}/metrics.parquet"),
         rewards=irl_report_runs("results/irl/{objective}/seed{seed}/rewards.parquet"),
+        paper=PAPER_IRL_RUNS,
     output:
         summary=report_item("reports/irl_metrics.csv", "irl_metrics", "IRL", "Metrics", "IRL metrics"),
         long="reports/irl_metrics_long.csv",
+        paper_protocol=report_item(
+            "reports/irl_paper_protocol.csv", "irl_paper_protocol", "IRL", "The paper's protocol", "paper's protocol"
+        ),
         agreement=report_item(
             "reports/irl_seed_agreement.csv", "irl_seed_agreement", "IRL", "Seeds", "seed agreement"
         ),

@@ -133,6 +133,16 @@ def test_irl_report_matches_the_runs(pipeline_run: Path) -> None:
         assert row["accuracy"] == pytest.approx(float(picked[f"{row['text_set']}_accuracy"].iloc[0]), abs=1e-4)
         assert row["accuracy_seed_mean"] == pytest.approx(chosen[f"{row['text_set']}_accuracy"].mean(), abs=1e-4)
         assert row["accuracy_ci_low"] <= row["accuracy"] + 1e-4 <= row["accuracy_ci_high"] + 2e-4
+        if row["objective"] != "supervised" and row["text_set"] == "heldout":  # the paired gap to the ceiling
+            ceiling = summary[(summary["objective"] == "supervised") & (summary["text_set"] == "heldout")].iloc[0]
+            assert row["auc_minus_ceiling"] == pytest.approx(row["auc"] - ceiling["auc"], abs=2e-4)
+            assert row["auc_minus_ceiling_ci_low"] <= row["auc_minus_ceiling"] <= row["auc_minus_ceiling_ci_high"]
+    # the paper's protocol: one row per IRL objective + all runs together, beside the paper's two rows
+    protocol = pd.read_csv(pipeline_run / "reports" / "irl_paper_protocol.csv").set_index("model")
+    ours = [f"ours: {o}" for o in sorted(cfg["objectives"])]
+    assert list(protocol.index) == [*ours, "ours: all IRL runs", "paper 70m", "paper 410m"]
+    assert protocol.loc["ours: all IRL runs", "runs"] == len(cfg["objectives"]) * len(cfg["seeds"])
+    assert protocol.loc["paper 70m", "runs"] == 78 and protocol.loc["paper 70m", "accuracy_best"] == 0.804
     agreement = pd.read_csv(pipeline_run / "reports" / "irl_seed_agreement.csv")
     assert len(agreement) == len(cfg["objectives"]) * len(cfg["seeds"]) * (len(cfg["seeds"]) - 1) // 2
     assert agreement["spearman"].between(-1, 1).all()
@@ -286,6 +296,7 @@ def test_html_report_embeds_tables_figures_and_config(pipeline_copy: Path) -> No
         "reports/figures/fig2_irl.png", "reports/figures/fig3_ppo_curves.png", "reports/figures/fig4_table1.png",
         "reports/figures/fig5_irl_heatmap.png", "reports/config_used.yaml", "reports/config_used.html",
         "reports/irl_metrics.html", "reports/examples.html", "reports/figures/fig_sft_loss.png",
+        "reports/irl_paper_protocol.csv",
     ]  # fmt: skip
     for rel in expected:
         assert embedded[Path(rel).name] == (pipeline_copy / rel).read_bytes(), rel
@@ -298,7 +309,8 @@ def test_html_report_embeds_tables_figures_and_config(pipeline_copy: Path) -> No
     assert page.count("<table>") == 4  # evaluation, GT, paired differences, the paper's table
     assert "<strong>IRL-RLHF is less toxic than SFT</strong>" in page
     irl_page = embedded["irl_metrics.html"].decode()
-    assert irl_page.count("<table>") == 2 and "supervised ceiling (GT labels)" in irl_page
+    assert irl_page.count("<table>") == 3 and "supervised ceiling (GT labels)" in irl_page
+    assert "The paper's protocol, computed on this run" in irl_page and "paper 70m" in irl_page
     examples = embedded["examples.html"].decode()
     assert "Content warning" in examples and examples.count("<table>") == 8
     for stage in ("base", "SFT", "RLHF", "IRL-RLHF"):
@@ -309,6 +321,7 @@ def test_html_report_embeds_tables_figures_and_config(pipeline_copy: Path) -> No
     assert set(placed) == set(expected), set(placed) ^ set(expected)
     assert placed["reports/table1_claims.csv"] == ("Table 1", "Comparisons")
     assert placed["reports/irl_seed_agreement.csv"] == ("IRL", "Seeds")
+    assert placed["reports/irl_paper_protocol.csv"] == ("IRL", "The paper's protocol")
     assert placed["reports/figures/fig3_ppo_curves.png"] == ("Figures", "PPO")
     labels = [json.loads(text) for text in re.findall(r'"labels": (\{[^}]*\})', html)]
     assert len(labels) == len(expected) and all(set(label) == {"item", "format"} for label in labels), labels

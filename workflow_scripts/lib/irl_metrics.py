@@ -1,7 +1,13 @@
 """IRL metrics and run selection: how well a learned reward recovers the ground truth, and which run to trust.
 
 * ``choose_threshold`` / ``reward_metrics``: accuracy and F1 (toxic = positive) of ``reward < threshold``, with the
-  threshold chosen on *validation* texts, and Pearson / Kendall / Spearman correlations with the GT reward;
+  threshold chosen on *validation* texts, the threshold-free AUC of the reward as a toxicity detector, and Pearson /
+  Kendall / Spearman correlations with the GT reward;
+* ``paired_gaps``: a learned reward minus the supervised ceiling on the same held-out texts, with a paired bootstrap
+  CI (texts resampled jointly);
+* ``paper_protocol`` / ``paper_protocol_table``: the paper's own scoring, labelled as such (every IRL run at its
+  selected epoch, all data-set texts, the reward cut at 0, no threshold tuning; the best run picked on those texts),
+  beside the paper's per-run figures (``resources/paper/irl_runs.csv``);
 * ``select_runs`` / ``best_run``: each seed's epoch and the best seed, chosen on validation pairs only;
 * ``summarise`` / ``long_table`` / ``seed_agreement``: the tables of ``reports/irl_metrics*.csv`` and
   ``reports/irl_seed_agreement.csv`` (bootstrap CIs over texts, spread across seeds, seed-to-seed rank agreement);
@@ -19,10 +25,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import stats
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, roc_auc_score
 
 LOG = logging.getLogger("irl_llms.irl_metrics")
-METRICS = ("accuracy", "f1", "pearson", "kendall", "spearman")
+METRICS = ("accuracy", "f1", "auc", "pearson", "kendall", "spearman")
+GAP_METRICS = ("accuracy", "auc", "spearman")
+WITH_CI = (
+    "accuracy",
+    "auc",
+    "f1",
+)  # shown with their CIs on the report page  # reported as IRL minus the supervised ceiling, with a paired CI
 TEXT_SETS = ("heldout", "train_texts")
 CEILING = "supervised"  # objective name of the GT-label reference run (``irl.train_irl``)
 
@@ -46,12 +58,16 @@ def choose_threshold(rewards: np.ndarray, toxic: np.ndarray) -> float:
 
 
 def reward_metrics(rewards: np.ndarray, gt_reward: np.ndarray, gt_toxic: np.ndarray, threshold: float) -> dict:
-    """Accuracy/F1 (toxic = positive) of ``reward < threshold`` and correlations with the GT reward."""
+    """Accuracy/F1 (toxic = positive) of ``reward < threshold``, AUC, and correlations with the GT reward (NaN where
+    undefined: one GT class for the AUC, a constant reward for the correlations)."""
     pred_toxic = np.asarray(rewards) < threshold
     const = np.ptp(rewards) == 0
+    one_class = np.all(gt_toxic) or not np.any(gt_toxic)
     return {
         "accuracy": float(accuracy_score(gt_toxic, pred_toxic)),
         "f1": float(f1_score(gt_toxic, pred_toxic, zero_division=0.0)),
+        # toxic = positive, a lower reward = more toxic; no threshold involved
+        "auc": float("nan") if one_class else float(roc_auc_score(gt_toxic, -np.asarray(rewards, dtype=np.float64))),
         "pearson": float("nan") if const else float(stats.pearsonr(rewards, gt_reward)[0]),
         "kendall": float("nan") if const else float(stats.kendalltau(rewards, gt_reward)[0]),
         "spearman": float("nan") if const else float(stats.spearmanr(rewards, gt_reward)[0]),
@@ -91,18 +107,56 @@ def bootstrap_metrics(
     return {m: tuple(float(q) for q in np.nanquantile(v, [alpha, 1 - alpha])) for m, v in draws.items()}
 
 
+def paired_gaps(
+    a: pd.DataFrame, b: pd.DataFrame, threshold_a: float, threshold_b: float,
+    n_resamples: int, confidence: float, seed: int,
+) -> dict[str, tuple[float, float, float]]:  # fmt: skip
+    """``GAP_METRICS`` of run ``a`` minus run ``b`` on the same texts (``text_index`` and GT must agree), each with
+    its own threshold: (difference, CI low, CI high), the CI a percentile bootstrap resampling texts jointly, so the
+    texts both runs find easy or hard cancel."""
+    a, b = a.sort_values("text_index"), b.sort_values("text_index")
+    if not np.array_equal(a["text_index"].to_numpy(), b["text_index"].to_numpy()):
+        raise ValueError("paired comparison needs the same texts in both runs")
+    gt_reward, gt_toxic = a["gt_reward"].to_numpy(), a["gt_toxic"].to_numpy()
+    if not np.array_equal(gt_toxic, b["gt_toxic"].to_numpy()):
+        raise ValueError("paired comparison: the two runs disagree on the GT labels of the same texts")
+    ra, rb = a["reward"].to_numpy(), b["reward"].to_numpy()
+
+    def gaps(idx: np.ndarray) -> dict[str, float]:
+        ma = reward_metrics(ra[idx], gt_reward[idx], gt_toxic[idx], threshold_a)
+        mb = reward_metrics(rb[idx], gt_reward[idx], gt_toxic[idx], threshold_b)
+        return {m: ma[m] - mb[m] for m in GAP_METRICS}
+
+    point = gaps(np.arange(len(ra)))
+    rng = np.random.default_rng(seed)
+    draws = [gaps(rng.integers(0, len(ra), len(ra))) for _ in range(n_resamples)]
+    alpha = (1 - confidence) / 2
+    out = {}
+    for m in GAP_METRICS:
+        low, high = np.nanquantile([d[m] for d in draws], [alpha, 1 - alpha])
+        out[m] = (point[m], float(low), float(high))
+    return out
+
+
+def run_texts(rewards: dict[tuple[str, int], pd.DataFrame], run: pd.Series, split: str) -> pd.DataFrame:
+    """One run's per-text rewards on ``split`` at the run's epoch."""
+    r = rewards[(str(run["objective"]), int(run["seed"]))]
+    return r[(r["epoch"] == run["epoch"]) & (r["split"] == split)]
+
+
 def summarise(
     metrics: pd.DataFrame, rewards: dict[tuple[str, int], pd.DataFrame], n_resamples: int, confidence: float, seed: int
 ) -> pd.DataFrame:
-    """Per objective and text set: the validation-selected run with bootstrap CIs (``irl.bootstrap``), and the
-    spread of each seed's own selected epoch."""
+    """Per objective and text set: the validation-selected run with bootstrap CIs (``irl.bootstrap``), the spread of
+    each seed's own selected epoch, and, on the held-out texts when the supervised ceiling ran, the paired gap to
+    it (``{metric}_minus_ceiling`` with its CI)."""
     selected = select_runs(metrics)
+    ceiling = best_run(selected[selected["objective"] == CEILING]) if (selected["objective"] == CEILING).any() else None
     rows = []
     for objective, group in selected.groupby("objective", sort=True):
         best = best_run(group)
-        run_rewards = rewards[(objective, int(best["seed"]))]
         for text_set in TEXT_SETS:
-            r = run_rewards[(run_rewards["epoch"] == best["epoch"]) & (run_rewards["split"] == text_set)]
+            r = run_texts(rewards, best, text_set)
             cis = bootstrap_metrics(
                 r["reward"].to_numpy(),
                 r["gt_reward"].to_numpy(),
@@ -125,8 +179,67 @@ def summarise(
                 row[f"{m}_seed_mean"] = float(group[col].mean())
                 row[f"{m}_seed_sd"] = float(group[col].std(ddof=1)) if len(group) > 1 else 0.0
                 row[f"{m}_seed_min"], row[f"{m}_seed_max"] = float(group[col].min()), float(group[col].max())
+            if ceiling is not None and objective != CEILING and text_set == "heldout":
+                gaps = paired_gaps(
+                    r, run_texts(rewards, ceiling, text_set), float(best["threshold"]), float(ceiling["threshold"]),
+                    n_resamples, confidence, seed,
+                )  # fmt: skip
+                for m, (gap, low, high) in gaps.items():
+                    row[f"{m}_minus_ceiling"], row[f"{m}_minus_ceiling_ci_low"] = gap, low
+                    row[f"{m}_minus_ceiling_ci_high"] = high
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+# ============================================================================================ the paper's protocol
+PAPER_THRESHOLD = 0.0  # the released code calls a text toxic when the learned reward is below 0 (no tuning)
+
+
+def paper_protocol(metrics: pd.DataFrame, rewards: dict[tuple[str, int], pd.DataFrame]) -> pd.DataFrame:
+    """The paper's scoring of every IRL run (not the supervised ceiling) at its validation-selected epoch: all
+    data-set texts (held-out and train split together), toxic iff the reward is below 0, against the GT label. One
+    row per run: accuracy, F1, AUC, Spearman and the share of texts called toxic."""
+    selected = select_runs(metrics)
+    rows = []
+    for _, run in selected[selected["objective"] != CEILING].iterrows():
+        r = pd.concat([run_texts(rewards, run, split) for split in TEXT_SETS])
+        values = reward_metrics(r["reward"].to_numpy(), r["gt_reward"].to_numpy(), r["gt_toxic"].to_numpy(),
+                                PAPER_THRESHOLD)  # fmt: skip
+        rows.append({
+            "objective": run["objective"], "seed": int(run["seed"]), "epoch": int(run["epoch"]), "n_texts": len(r),
+            **{m: values[m] for m in ("accuracy", "f1", "auc", "spearman")},
+            "share_toxic": float((r["reward"] < PAPER_THRESHOLD).mean()),
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+PAPER_RUN_COLUMNS = (
+    "model", "runs", "accuracy_mean", "accuracy_median", "accuracy_min", "accuracy_max", "accuracy_best", "f1_best",
+    "auc_mean", "spearman_mean", "share_toxic_min", "share_toxic_max", "runs_at_least_075", "source",
+)  # fmt: skip
+
+
+def paper_protocol_table(runs: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
+    """Per-run statistics of ``paper_protocol`` (each objective, and all runs together), the best run picked on the
+    texts it is scored on (as the paper picked its "80%"), beside the paper's own rows (``irl_runs.csv``)."""
+    groups = [(f"ours: {o}", g) for o, g in runs.groupby("objective", sort=True)]
+    if runs["objective"].nunique() > 1:
+        groups.append(("ours: all IRL runs", runs))
+    rows = []
+    for name, g in groups:
+        best = g.sort_values(["accuracy", "objective", "seed"], ascending=[False, True, True]).iloc[0]
+        rows.append({
+            "model": name, "runs": len(g), "accuracy_mean": g["accuracy"].mean(),
+            "accuracy_median": g["accuracy"].median(), "accuracy_min": g["accuracy"].min(),
+            "accuracy_max": g["accuracy"].max(), "accuracy_best": best["accuracy"], "f1_best": best["f1"],
+            "auc_mean": g["auc"].mean(), "spearman_mean": g["spearman"].mean(),
+            "share_toxic_min": g["share_toxic"].min(), "share_toxic_max": g["share_toxic"].max(),
+            "runs_at_least_075": int((g["accuracy"] >= 0.75).sum()),
+            "source": f"this run: {int(g['n_texts'].iloc[0])} data-set texts, best = {best['objective']} seed "
+                      f"{int(best['seed'])}",
+        })  # fmt: skip
+    theirs = paper.assign(model="paper " + paper["model"].astype(str))
+    return pd.concat([pd.DataFrame(rows), theirs[list(PAPER_RUN_COLUMNS)]], ignore_index=True)
 
 
 def load_runs(
@@ -203,19 +316,25 @@ def choose_reward_model(
 
 
 # ============================================================================================ the report page
-def markdown_page(summary: pd.DataFrame, agreement: pd.DataFrame) -> str:
-    """``reports/irl_metrics.html`` in words and tables: the selected runs with CIs (the supervised ceiling marked),
-    and the seed-to-seed agreement of each objective's rewards."""
+def markdown_page(summary: pd.DataFrame, agreement: pd.DataFrame, protocol: pd.DataFrame) -> str:
+    """``reports/irl_metrics.html`` in words and tables: the selected runs with CIs (the supervised ceiling marked)
+    and their paired gap to it, the seed-to-seed agreement of each objective's rewards, and, apart, the paper's
+    protocol on this run beside the paper's own runs."""
     rows = []
     for _, r in summary.iterrows():
         name = "supervised ceiling (GT labels)" if r["objective"] == CEILING else r["objective"]
+        gap = ""
+        if pd.notna(r.get("auc_minus_ceiling")):
+            low, high = r["auc_minus_ceiling_ci_low"], r["auc_minus_ceiling_ci_high"]
+            gap = f"{r['auc_minus_ceiling']:+.3f} [{low:+.3f}, {high:+.3f}]"
         rows.append(
             {
                 "objective": name, "texts": f"{r['text_set']} ({int(r['n_texts'])})",
                 "selected (seed, epoch)": f"{int(r['selected_seed'])}, {int(r['selected_epoch'])}",
                 "validation pair accuracy (ties)": f"{r['val_pair_accuracy']:.3f} ({int(r.get('val_pair_ties', 0))})",
-                **{m: f"{r[m]:.3f} [{r[m + '_ci_low']:.3f}, {r[m + '_ci_high']:.3f}]" for m in ("accuracy", "f1")},
+                **{m: f"{r[m]:.3f} [{r[m + '_ci_low']:.3f}, {r[m + '_ci_high']:.3f}]" for m in WITH_CI},
                 **{m: f"{r[m]:.3f}" for m in ("pearson", "kendall", "spearman")},
+                "AUC minus ceiling (paired CI)": gap,
                 "accuracy across seeds": f"{r['accuracy_seed_mean']:.3f} ± {r['accuracy_seed_sd']:.3f}",
             }
         )  # fmt: skip
@@ -226,13 +345,23 @@ def markdown_page(summary: pd.DataFrame, agreement: pd.DataFrame) -> str:
         else pd.DataFrame(columns=["objective", "count", "min", "median", "max"])
     )
     agree = by_objective.rename(columns={"count": "seed pairs"}).to_markdown(index=False, floatfmt=".3f")
+    shown = ["model", "runs", "accuracy_mean", "accuracy_median", "accuracy_min", "accuracy_max", "accuracy_best",
+             "auc_mean", "spearman_mean", "share_toxic_min", "share_toxic_max"]  # fmt: skip
+    paper_way = protocol[shown].to_markdown(index=False, floatfmt=".3f")
     return (
         "# IRL: the learned rewards against the ground truth\n\n"
         "Per objective, the run selected on *validation* pairs (seed and epoch), scored on the held-out eval texts "
-        "(never seen by IRL) and on the train-split texts; 95% bootstrap CIs over texts. The supervised ceiling is "
-        "the same reward model trained on GT labels: the most these features allow (its train-split row includes "
-        "the texts it was trained on).\n\n"
+        "(never seen by IRL) and on the train-split texts; 95% bootstrap CIs over texts. AUC is threshold-free (the "
+        "reward as a toxicity detector); accuracy and F1 use the threshold chosen on validation texts. The supervised "
+        "ceiling is the same reward model trained on GT labels: the most these features allow (its train-split row "
+        "includes the texts it was trained on); each IRL row's gap to it is paired (the same held-out texts "
+        "resampled jointly).\n\n"
         f"{table}\n\n## Seed agreement (non-identifiability)\n\n"
         "Spearman correlation between the rewards of two seeds on the held-out texts, over every pair of seeds.\n\n"
-        f"{agree}\n"
+        f"{agree}\n\n## The paper's protocol, computed on this run (not comparable with the tables above)\n\n"
+        "Every IRL run at its selected epoch, scored on all data-set texts, toxic iff the reward is below 0 (no "
+        "threshold tuning); the best run is picked on the texts it is scored on, as the paper's 80% was (the best of "
+        "its 78 runs for 70M). The paper's rows are recomputed from its released per-run rewards "
+        "(resources/paper/irl_runs.csv).\n\n"
+        f"{paper_way}\n"
     )
