@@ -208,6 +208,7 @@ def final_hidden(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) 
     return run_blocks(model, backbone.top, backbone.norm, mask, hidden=h)
 
 
+@torch.no_grad()
 def head_magnitude(model: torch.nn.Module, hidden: torch.Tensor) -> float:
     """max over logits of sum_i |h_i w_i|: the scale of the LM head's sums."""
     return float((hidden.abs() @ model.get_output_embeddings().weight.abs().T).max())
