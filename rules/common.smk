@@ -168,14 +168,16 @@ def table1_params():
 
 
 # irl keys the rules consume themselves: which jobs exist (objectives x seeds), the backbone input (init), the report
-IRL_RULE_KEYS = ("objectives", "seeds", "init", "bootstrap", "ceiling", "paper_runs")
+IRL_RULE_KEYS = ("objectives", "seeds", "init", "bootstrap", "ceiling", "paper_runs", "log_ratio")
 
 
 def irl_report_runs(pattern):
-    """Every (objective, seed) IRL run, plus the supervised ceiling (first seed) when irl.ceiling is on."""
+    """Every (objective, seed) IRL run, plus the supervised ceiling (first seed) when irl.ceiling is on and the
+    policy's implicit reward (rule irl_log_ratio, one run) when irl.log_ratio is on."""
     irl = config["irl"]
     runs = expand(pattern, objective=irl["objectives"], seed=irl["seeds"])
-    return runs + (expand(pattern, objective="supervised", seed=irl["seeds"][0]) if irl["ceiling"] else [])
+    runs += expand(pattern, objective="supervised", seed=irl["seeds"][0]) if irl["ceiling"] else []
+    return runs + (expand(pattern, objective="log_ratio", seed=0) if irl["log_ratio"] else [])
 
 
 def irl_features_params():

@@ -57,6 +57,38 @@ rule irl_train:
         "../workflow_scripts/irl_train.py"
 
 
+rule irl_log_ratio:
+    """The policy's implicit reward, no training: the expert's summed log-ratio to the non-expert over a completion,
+    scored on the IRL texts like a learned reward (irl.log_ratio)."""
+    input:
+        features="results/irl/features.pt",
+        demos="results/demonstrations/train.parquet",
+        heldout="results/data/eval.parquet",
+        train_texts="results/data/train.parquet",
+        expert="results/rlhf/model",
+        non_expert=f"results/{config['demonstrations']['non_expert']}/model",
+    output:
+        metrics="results/irl/log_ratio/seed0/metrics.parquet",
+        rewards="results/irl/log_ratio/seed0/rewards.parquet",
+    params:
+        compute=COMPUTE,
+        validation_fraction=config["irl"]["validation_fraction"],
+        max_prompt_tokens=PROMPT_TOKENS,
+    log:
+        "logs/irl/log_ratio.log",
+    benchmark:
+        "results/benchmarks/irl_log_ratio.tsv"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+        gpu=1,
+    conda:
+        MODEL_ENV
+    script:
+        "../workflow_scripts/irl_log_ratio.py"
+
+
 rule irl_report:
     """IRL metrics across objectives and seeds, seed agreement, Figures 2 and 5."""
     input:

@@ -53,7 +53,7 @@ SECTIONS = {
 }
 # keys of those sections that the rules consume (which jobs exist, which checkpoint is an input, a nested section)
 RULE_KEYS = {
-    "irl": {"objectives", "seeds", "init", "bootstrap", "ceiling", "paper_runs"},
+    "irl": {"objectives", "seeds", "init", "bootstrap", "ceiling", "paper_runs", "log_ratio"},
     "data": {"max_prompt_tokens"},  # passed by the rules to every job that generates (a job field there)
     "rlhf": {"reward_text"},  # the GT reward's, not the PPO trainer's
 }

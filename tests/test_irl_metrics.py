@@ -91,7 +91,7 @@ def test_paper_protocol_equals_a_direct_computation() -> None:
         assert row["share_toxic"] == pytest.approx(share)
     paper = pd.DataFrame([{c: np.nan for c in PAPER_RUN_COLUMNS} | {"model": "70m", "runs": 78, "source": "s"}])
     table = paper_protocol_table(got, paper).set_index("model")
-    everything = table.loc["ours: all IRL runs"]
+    everything = table.loc["ours: all trained IRL runs"]
     assert everything["runs"] == 4 and everything["accuracy_best"] == pytest.approx(got["accuracy"].max())
     assert everything["accuracy_median"] == pytest.approx(got["accuracy"].median())
     hinge = got[got["objective"] == "hinge"]["accuracy"]

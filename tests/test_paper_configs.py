@@ -53,7 +53,9 @@ def sources_tables() -> dict[str, dict[str, dict[str, str]]]:
 
 
 SOURCES = sources_tables()
-MODEL_RULES = ("sft", "rlhf", "irl_rlhf", "demonstrations", "irl_features", "irl_train", "evaluate")
+MODEL_RULES = (
+    "sft", "rlhf", "irl_rlhf", "demonstrations", "irl_features", "irl_train", "irl_log_ratio", "evaluate"
+)  # fmt: skip
 
 
 @pytest.mark.parametrize("size", sorted(PAPER_CONFIGS))

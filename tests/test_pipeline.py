@@ -17,7 +17,8 @@ from workflow_scripts.lib import metrics
 from workflow_scripts.lib.config import load_config
 
 # the IRL jobs of the .test config: the shared feature cache, 3 objectives x 2 seeds, the report
-IRL_JOBS = {"irl_features": 1, "irl_train": 6 + 1, "irl_report": 1}  # 3 objectives x 2 seeds + the ceiling
+# 3 objectives x 2 seeds + the ceiling; the policy's implicit reward
+IRL_JOBS = {"irl_features": 1, "irl_train": 6 + 1, "irl_log_ratio": 1, "irl_report": 1}
 # what any change of the models' config reruns at the end: Table 1, its figure, the PPO figure, the config snapshot
 REPORT_JOBS = {"table1": 1, "fig4_table1": 1, "fig3_ppo_curves": 1, "examples": 1, "config_snapshot": 1, "all": 1}
 STAGES = ["base", "sft", "rlhf", "irl_rlhf"]
@@ -116,12 +117,13 @@ def test_irl_rlhf_ppo_override_reruns_only_irl_rlhf(pipeline_copy: Path, tmp_pat
 def test_irl_report_matches_the_runs(pipeline_run: Path) -> None:
     summary = pd.read_csv(pipeline_run / "reports" / "irl_metrics.csv")
     cfg = yaml.safe_load(TEST_CONFIG.read_text())["irl"]
-    assert sorted(summary["objective"].unique()) == sorted([*cfg["objectives"], "supervised"])  # + the ceiling
+    # + the ceiling and the policy's implicit reward
+    assert sorted(summary["objective"].unique()) == sorted([*cfg["objectives"], "supervised", "log_ratio"])
     assert set(summary["text_set"]) == {"heldout", "train_texts"}
     held = summary[summary["text_set"] == "heldout"]
     assert held["n_texts"].nunique() == 1  # the ceiling is scored on the same held-out texts as every IRL reward
     for _, row in summary.iterrows():
-        seeds = cfg["seeds"][:1] if row["objective"] == "supervised" else cfg["seeds"]
+        seeds = {"supervised": cfg["seeds"][:1], "log_ratio": [0]}.get(row["objective"], cfg["seeds"])
         runs = pd.concat(
             pd.read_parquet(pipeline_run / "results" / "irl" / row["objective"] / f"seed{s}" / "metrics.parquet")
             for s in seeds
@@ -139,9 +141,9 @@ def test_irl_report_matches_the_runs(pipeline_run: Path) -> None:
             assert row["auc_minus_ceiling_ci_low"] <= row["auc_minus_ceiling"] <= row["auc_minus_ceiling_ci_high"]
     # the paper's protocol: one row per IRL objective + all runs together, beside the paper's two rows
     protocol = pd.read_csv(pipeline_run / "reports" / "irl_paper_protocol.csv").set_index("model")
-    ours = [f"ours: {o}" for o in sorted(cfg["objectives"])]
-    assert list(protocol.index) == [*ours, "ours: all IRL runs", "paper 70m", "paper 410m"]
-    assert protocol.loc["ours: all IRL runs", "runs"] == len(cfg["objectives"]) * len(cfg["seeds"])
+    ours = [f"ours: {o}" for o in sorted([*cfg["objectives"], "log_ratio"])]
+    assert list(protocol.index) == [*ours, "ours: all trained IRL runs", "paper 70m", "paper 410m"]
+    assert protocol.loc["ours: all trained IRL runs", "runs"] == len(cfg["objectives"]) * len(cfg["seeds"])
     assert protocol.loc["paper 70m", "runs"] == 78 and protocol.loc["paper 70m", "accuracy_best"] == 0.804
     agreement = pd.read_csv(pipeline_run / "reports" / "irl_seed_agreement.csv")
     assert len(agreement) == len(cfg["objectives"]) * len(cfg["seeds"]) * (len(cfg["seeds"]) - 1) // 2

@@ -40,7 +40,9 @@ from cluster import PHYSICAL_CPUS, Cluster, ClusterUnavailable, start_cluster  #
 SITE_PROFILE = REPO / "tests" / "slurm" / "site-profile"
 WORKFLOW_PROFILE = REPO / "profiles" / "slurm"
 PROFILE = yaml.safe_load((WORKFLOW_PROFILE / "config.yaml").read_text())
-MODEL_RULES = ("sft", "rlhf", "irl_rlhf", "demonstrations", "irl_features", "irl_train", "evaluate")
+MODEL_RULES = (
+    "sft", "rlhf", "irl_rlhf", "demonstrations", "irl_features", "irl_train", "irl_log_ratio", "evaluate"
+)  # fmt: skip
 CPU_RULES = ("prepare_data", "base_model")
 TIMING_COLUMNS = ["rollout_seconds", "update_seconds", "rollout_tokens_per_s", "update_samples_per_s", "tokens_per_s"]
 RUN_TIMEOUT = 900  # seconds per Snakemake call; without it a status-query hang would stall CI (ASSETS: sacct hang)

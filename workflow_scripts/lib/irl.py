@@ -171,6 +171,22 @@ class FeatureStore:
 
 
 # ============================================================================================ training
+def validation_pairs(state: dict, validation_fraction: float) -> tuple[np.ndarray, np.ndarray, int, list[str]]:
+    """The split every IRL run shares (whatever its seed): (train pair indices, validation pair indices, tied
+    validation pairs left out, validation texts). Tied pairs (identical completions) carry no preference and are
+    left out of both. The validation texts, on which a reward's toxicity threshold is chosen, are the data-set texts
+    the validation pairs were prompted from: drawn like the held-out texts (complete comments, about half of them
+    toxic), but from the training split, so the test texts stay unseen."""
+    roles = state["roles"]
+    tied = np.array([e == n for e, n in zip(roles["expert"], roles["non_expert"], strict=True)])
+    train_idx, val_idx = split_pairs(state["pair_prompt_ids"], validation_fraction, seed=0)
+    train_idx, val_ties = train_idx[~tied[train_idx]], int(tied[val_idx].sum())
+    val_idx = val_idx[~tied[val_idx]]
+    if len(train_idx) == 0 or len(val_idx) == 0:
+        raise ValueError("no untied demonstration pairs to train or validate on")
+    return train_idx, val_idx, val_ties, list(dict.fromkeys(roles["source"][i] for i in val_idx))
+
+
 def split_pairs(prompt_ids: Sequence[str], validation_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded split of demonstration pairs into (train, validation) indices *by prompt*: every pair of a prompt lands
     on the same side (several sampled pairs per prompt must not leak into validation). At least one prompt each."""
@@ -241,15 +257,7 @@ def train_irl(
         raise ValueError(f"{features_path} was built for another trainable_layers/max_length; rebuild it")
     roles = store.state["roles"]
     expert_h, non_expert_h = store.hidden(roles["expert"]), store.hidden(roles["non_expert"])
-    tied = np.array([e == n for e, n in zip(roles["expert"], roles["non_expert"], strict=True)])
-    train_idx, val_idx = split_pairs(store.state["pair_prompt_ids"], cfg.validation_fraction, seed=0)  # all seeds
-    train_idx, val_ties = train_idx[~tied[train_idx]], int(tied[val_idx].sum())
-    val_idx = val_idx[~tied[val_idx]]  # identical completions carry no preference: d = 0 by construction
-    if len(train_idx) == 0 or len(val_idx) == 0:
-        raise ValueError(f"{features_path}: no untied demonstration pairs to train or validate on")
-    # threshold texts: the data-set texts the validation pairs were prompted from -- drawn like the held-out texts
-    # (complete comments, about half of them toxic), but from the training split, so the test texts stay unseen
-    val_texts = list(dict.fromkeys(roles["source"][i] for i in val_idx))
+    train_idx, val_idx, val_ties, val_texts = validation_pairs(store.state, cfg.validation_fraction)
     val_hidden = store.hidden(val_texts)
     val_gt_reward, val_gt_toxic = store.gt(val_texts)
     evals = {name: (store.hidden(roles[name]), *store.gt(roles[name])) for name in ("heldout", "train_texts")}

@@ -1,0 +1,76 @@
+"""The policy's implicit reward (lib/implicit_reward.py): the expert's summed log-ratio to the non-expert over a
+completion's tokens, on a tiny real model and a perturbed copy of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import FP32_EPS, network_depth
+from workflow_scripts.lib.compute import ComputeConfig
+from workflow_scripts.lib.implicit_reward import log_ratio, text_parts
+from workflow_scripts.lib.lm import load_lm
+
+CPU = ComputeConfig(device="cpu", precision="fp32")
+PROMPTS = ["a short one", "and a considerably longer prompt here", "x"]
+COMPLETIONS = [" that ends", " and goes on for a while longer", ""]
+
+
+@pytest.fixture()
+def two_models(tiny_model_dir: Path) -> tuple:
+    expert, non_expert = load_lm(tiny_model_dir, CPU), load_lm(tiny_model_dir, CPU)
+    torch.manual_seed(0)
+    with torch.no_grad():  # the expert moved away from its reference, as RLHF moves it
+        for p in expert[0].parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return expert, non_expert
+
+
+def by_hand(model: torch.nn.Module, tok, prompt: str, completion: str) -> tuple[float, float]:
+    """One text, no padding: the log-probabilities of the completion's tokens from the model's logits, summed; and the
+    largest |logit| seen (the scale of the sums the comparison's tolerance is derived from)."""
+    p = tok(prompt, add_special_tokens=False)["input_ids"]
+    c = tok(completion, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([p + c])).logits[0].double()
+    logprobs = torch.log_softmax(logits, dim=-1)
+    return float(sum(logprobs[len(p) - 1 + t, token] for t, token in enumerate(c))), float(logits.abs().max())
+
+
+def test_log_ratio_equals_a_hand_computation_from_the_two_models_logits(two_models: tuple) -> None:
+    expert, non_expert = two_models
+    got = log_ratio(expert, non_expert, PROMPTS, COMPLETIONS, max_prompt_tokens=64)
+    for i, (prompt, completion) in enumerate(zip(PROMPTS, COMPLETIONS, strict=True)):
+        (e, e_scale), (n, n_scale) = (by_hand(m[0], m[1], prompt, completion) for m in (expert, non_expert))
+        n_tokens = len(expert[1](completion, add_special_tokens=False)["input_ids"])
+        # batched and right-padded vs one unpadded text: the same sums in another order. Each logit moves by at most
+        # 2 x depth x eps x its scale (conftest), a log-softmax value by twice that, a sum over n tokens n times
+        # that, for each of the two models
+        depth = network_depth(expert[0].config, 16)
+        bound = 2 * n_tokens * 2 * (2 * depth * FP32_EPS * max(e_scale, n_scale)) * 2
+        assert got[i] == pytest.approx(e - n, abs=bound + 1e-12), (i, got[i], e - n, bound)
+    assert got[2] == 0.0  # an empty completion carries no evidence
+    assert abs(got[1]) > 0.01  # the perturbed expert really differs from its reference
+    same = log_ratio(non_expert, non_expert, PROMPTS, COMPLETIONS, max_prompt_tokens=64)
+    np.testing.assert_array_equal(same, np.zeros(3))  # a model against itself: exactly 0 (the same computation)
+
+
+def test_the_prompt_is_cut_as_for_generation(two_models: tuple) -> None:
+    """Cutting the prompt to its last tokens changes the context and so the score; a longer cut changes nothing."""
+    expert, non_expert = two_models
+    full = log_ratio(expert, non_expert, PROMPTS[1:2], COMPLETIONS[1:2], max_prompt_tokens=64)
+    cut = log_ratio(expert, non_expert, PROMPTS[1:2], COMPLETIONS[1:2], max_prompt_tokens=2)
+    assert full[0] != cut[0]
+    np.testing.assert_array_equal(full, log_ratio(expert, non_expert, PROMPTS[1:2], COMPLETIONS[1:2], 1000))
+
+
+def test_text_parts_split_every_text_into_prompt_and_continuation() -> None:
+    demos = pd.DataFrame({"prompt": ["P1"], "original_output": [" o"], "expert": [" e"], "non_expert": [" n"]})
+    split = pd.DataFrame({"prompt": ["Q"], "original_output": [" q"]})
+    assert text_parts(demos, split) == {
+        "P1 e": ("P1", " e"), "P1 n": ("P1", " n"), "P1 o": ("P1", " o"), "Q q": ("Q", " q")
+    }  # fmt: skip
