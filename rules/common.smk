@@ -1,10 +1,9 @@
 # Helpers shared by all stages: path resolution, config slices, input checks. No stage logic lives here.
 # Parse time imports only what Snakemake itself depends on (standard library, yaml, jsonschema) and the library
-# modules built on nothing else (workflow_scripts/lib/{paths,config,hub,inputs}.py), so the workflow parses where only Snakemake
-# is installed (--use-conda).
+# modules built on nothing else (workflow_scripts/lib/{paths,config,hub,inputs}.py), so the workflow parses where only
+# Snakemake is installed (--use-conda).
 
 import json
-import os
 import sys
 from pathlib import Path
 
