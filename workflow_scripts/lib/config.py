@@ -91,11 +91,20 @@ def section_values(section: str, values: Mapping[str, Any] | None = None) -> dic
     """``values`` over the section's defaults, validated against the section's schema (naming the bad key)."""
     schema = section_schema(section)
     merged = _fill_defaults(schema, dict(values or {}), load_schema())
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(merged))
-    if error is not None:
-        where = ".".join([section, *map(str, error.absolute_path)])
-        raise ValueError(f"{where}: {error.message}")
+    problem = schema_problem(schema, merged, section)
+    if problem is not None:
+        raise ValueError(problem)
     return merged
+
+
+def schema_problem(schema: dict[str, Any], value: Any, *prefix: str) -> str | None:
+    """The most relevant violation of ``schema`` by ``value`` as ``dotted.key: message``, the key's path after
+    ``prefix`` (``None``: valid)."""
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(value))
+    if error is None:
+        return None
+    where = ".".join([*prefix, *map(str, error.absolute_path)]) or "(top level)"
+    return f"{where}: {error.message}"
 
 
 def from_config(cls: type[T], section: str, values: Mapping[str, Any] | None = None, **job: Any) -> T:
@@ -129,10 +138,9 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
 
 def validate(config: Mapping[str, Any]) -> None:
     """Raise :class:`ConfigError` naming the first key that breaks the schema."""
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(load_schema()).iter_errors(config))
-    if error is not None:
-        where = ".".join(map(str, error.absolute_path)) or "(top level)"
-        raise ConfigError(f"invalid configuration: {where}: {error.message}")
+    problem = schema_problem(load_schema(), config)
+    if problem is not None:
+        raise ConfigError(f"invalid configuration: {problem}")
 
 
 def checked_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -167,10 +175,9 @@ def irl_rlhf_ppo(config: Mapping[str, Any]) -> dict[str, Any]:
             " reward is the learned one)"
         )
     merged = {**config["rlhf"], **overrides}
-    errors = jsonschema.Draft202012Validator(section_schema("rlhf")).iter_errors(merged)
-    error = jsonschema.exceptions.best_match(errors)
-    if error is not None:
-        raise ConfigError(f"irl_rlhf.ppo.{'.'.join(map(str, error.absolute_path))}: {error.message}")
+    problem = schema_problem(section_schema("rlhf"), merged, "irl_rlhf", "ppo")
+    if problem is not None:
+        raise ConfigError(problem)
     raise_problems(ppo_problems(merged, "irl_rlhf.ppo (over rlhf)"))
     return merged
 

@@ -99,7 +99,7 @@ def run_log_ratio(
     out_rewards: str | Path, compute: ComputeConfig,
 ) -> pd.DataFrame:  # fmt: skip
     """Score every text role with the expert's log-ratio and write one run's metrics and rewards (see the module)."""
-    store = FeatureStore(features_path)
+    store = FeatureStore(features_path, mmap=True)  # the roles and GT scores; no hidden state is read
     roles = store.state["roles"]
     _, val_idx, val_ties, val_texts = validation_pairs(store.state, cfg.validation_fraction)
     columns = ("prompt", "original_output")

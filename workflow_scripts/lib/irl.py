@@ -157,8 +157,10 @@ def build_features(
 
 
 class FeatureStore:
-    def __init__(self, path: str | Path) -> None:
-        self.state = torch.load(path, weights_only=False)
+    def __init__(self, path: str | Path, mmap: bool = False) -> None:
+        """``mmap``: map the file instead of reading it, for a reader that needs the texts and GT scores but few or
+        none of the hidden states."""
+        self.state = torch.load(path, weights_only=False, mmap=mmap)
         self.index = {t: i for i, t in enumerate(self.state["texts"])}
 
     def hidden(self, texts: Sequence[str]) -> list[torch.Tensor]:

@@ -34,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from workflow_scripts.lib.atomic_io import atomic_path
-from workflow_scripts.lib.compute import ComputeConfig, Precision
+from workflow_scripts.lib.compute import Precision
 from workflow_scripts.lib.generation import Continuation, generate_ids
 from workflow_scripts.lib.lm import freeze_bottom_layers, model_fingerprint, run_blocks, split_backbone
 from workflow_scripts.lib.ppo_checkpoint import check_loadable, cpu_rng_state, restored, to_cpu
@@ -201,7 +201,7 @@ class PPOTrainer:
         if len(prompts) == 0:
             raise ValueError("PPO needs at least one training prompt; the prompt set is empty")
         self.cfg, self.tokenizer, self.reward_fn, self.prompts = cfg, tokenizer, reward_fn, list(prompts)
-        self.precision = precision or Precision(ComputeConfig.default().precision, next(model.parameters()).device)
+        self.precision = precision or Precision.default(next(model.parameters()).device)
         # identifies the initial policy (= the reference): a checkpoint of another model or tokenizer is never resumed
         self.init_fingerprint = model_fingerprint(model, tokenizer)
         torch.manual_seed(cfg.seed)  # the value head's initial weights depend on the seed only

@@ -73,7 +73,7 @@ class RewardModel(torch.nn.Module):
         super().__init__()
         self.lm, self.tokenizer, self.max_length = lm, tokenizer, max_length
         self.device = next(lm.parameters()).device
-        self.precision = precision or Precision(ComputeConfig.default().precision, self.device)  # None: the schema's
+        self.precision = precision or Precision.default(self.device)
         backbone = split_backbone(lm, trainable_layers)
         self.trainable_layers = len(backbone.top)
         self.bottom, self.top, self.norm = backbone.bottom, backbone.top, backbone.norm

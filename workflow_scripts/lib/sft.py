@@ -101,7 +101,7 @@ def _train(
 ) -> tuple[Any, pd.DataFrame, dict[str, Any]]:
     """The training loop; ``precision`` None: the schema's ``compute.precision`` on the model's device."""
     device = next(model.parameters()).device
-    precision = precision or Precision(ComputeConfig.default().precision, device)
+    precision = precision or Precision.default(device)
     freeze = freeze_bottom_layers(model, cfg.num_layers_unfrozen)
     LOG.info(
         "SFT on %d texts; trainable %d / %d parameters",
