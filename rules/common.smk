@@ -185,6 +185,13 @@ def irl_features_params():
     return canonical({k: irl[k] for k in ("trainable_layers", "max_length")})
 
 
+def irl_train_inputs(wildcards):
+    """The pairs' log-ratios (rule irl_log_ratio) for an IRL run whose pairs they orient (irl.pair_labels)."""
+    if config["irl"]["pair_labels"] == "log_ratio" and wildcards.objective != "supervised":
+        return {"pair_log_ratio": "results/irl/log_ratio/pairs.parquet"}
+    return {}
+
+
 def irl_train_params():
     """Everything of the IRL config a single (objective, seed) job uses."""
     return canonical({k: v for k, v in config["irl"].items() if k not in IRL_RULE_KEYS})

@@ -32,6 +32,7 @@ rule irl_train:
     """One reward model per objective and seed (the seeds are the non-identifiability study); runs in parallel.
     Objective ``supervised`` is the ceiling: the same model trained on GT labels (irl.ceiling)."""
     input:
+        unpack(irl_train_inputs),
         backbone=f"results/{config['irl']['init']}/model",
         features="results/irl/features.pt",
         frozen="results/irl/frozen_backbone.safetensors",
@@ -59,7 +60,8 @@ rule irl_train:
 
 rule irl_log_ratio:
     """The policy's implicit reward, no training: the expert's summed log-ratio to the non-expert over a completion,
-    scored on the IRL texts like a learned reward (irl.log_ratio)."""
+    scored on the IRL texts like a learned reward (irl.log_ratio), and on every demonstration pair (what
+    irl.pair_labels: log_ratio orients the pairs by)."""
     input:
         features="results/irl/features.pt",
         demos="results/demonstrations/train.parquet",
@@ -70,6 +72,7 @@ rule irl_log_ratio:
     output:
         metrics="results/irl/log_ratio/seed0/metrics.parquet",
         rewards="results/irl/log_ratio/seed0/rewards.parquet",
+        pairs="results/irl/log_ratio/pairs.parquet",
     params:
         compute=COMPUTE,
         validation_fraction=config["irl"]["validation_fraction"],

@@ -1,4 +1,5 @@
-"""Inverse RL: objectives on hand cases, last-token pooling, threshold hygiene, save/load round trip, seeds."""
+"""Inverse RL: objectives on hand cases, last-token and mean pooling, pair labels, threshold hygiene, save/load round
+trip, seeds."""
 
 from __future__ import annotations
 
@@ -14,10 +15,19 @@ from conftest import REPO, assert_fp32_sums_close, network_depth
 from workflow_scripts.lib.compute import ComputeConfig
 from workflow_scripts.lib.config import from_config
 from workflow_scripts.lib.gt_classifier import GTToxicityClassifier
-from workflow_scripts.lib.irl import FeatureStore, IRLConfig, build_features, irl_loss, split_pairs, train_irl
+from workflow_scripts.lib.irl import (
+    FeatureStore,
+    IRLConfig,
+    build_features,
+    irl_loss,
+    pair_orientation,
+    split_pairs,
+    train_irl,
+)
 from workflow_scripts.lib.irl_metrics import choose_threshold
 from workflow_scripts.lib.lm import load_causal_lm, position_ids_from_mask
 from workflow_scripts.lib.reward_model import RewardModel, last_token_index, load_reward_model
+from workflow_scripts.lib.text_data import split_at_middle_word
 
 
 @pytest.mark.parametrize(
@@ -48,7 +58,7 @@ def test_last_token_index_left_and_right_padding() -> None:
 def test_reward_pools_the_last_real_token_whatever_the_padding(tiny_model_dir: Path) -> None:
     lm, tok = load_causal_lm(tiny_model_dir)
     torch.manual_seed(0)
-    model = RewardModel(lm, tok, trainable_layers=1, max_length=64)
+    model = RewardModel(lm, tok, trainable_layers=1, max_length=64, pooling="last")
     texts = ["a short one", "a considerably longer text that needs no padding at all here"]
     batched = model.score_texts(texts, batch_size=2)  # right padding inside
     alone = torch.cat([model.score_texts([t], batch_size=1) for t in texts])
@@ -124,11 +134,17 @@ def irl_inputs(tiny_model_dir: Path, gt_wheel: Path, tmp_path_factory: pytest.Te
     texts = pd.read_parquet(REPO / "resources" / "jigsaw_style_texts.parquet")
     heldout = pd.concat([texts[texts.label == 1].head(8), texts[texts.label == 0].head(8)])
     train_texts = pd.concat([texts[texts.label == 1].tail(8), texts[texts.label == 0].tail(8)])
+    for split in (heldout, train_texts):  # as prepare_data writes them: text = prompt + original_output
+        split["prompt"], split["original_output"] = zip(*split["text"].map(split_at_middle_word), strict=True)
+        split["text"] = split["prompt"] + split["original_output"]
     paths = {name: tmp / f"{name}.parquet" for name in ("demos", "heldout", "train_texts")}
     demos.to_parquet(paths["demos"])
     heldout.to_parquet(paths["heldout"])
     train_texts.to_parquet(paths["train_texts"])
-    settings = {"trainable_layers": 1, "epochs": 3, "learning_rate": 3e-3, "batch_size": 4, "max_length": 32}
+    settings = {
+        "trainable_layers": 1, "epochs": 3, "learning_rate": 3e-3, "batch_size": 4, "max_length": 32,
+        "pooling": "last", "pair_labels": "expert",
+    }  # fmt: skip
     cfg = from_config(IRLConfig, "irl", settings, objective="max_margin", seed=0)
     features = tmp / "features.pt"
     gt = GTToxicityClassifier.from_wheel(gt_wheel)
@@ -136,12 +152,12 @@ def irl_inputs(tiny_model_dir: Path, gt_wheel: Path, tmp_path_factory: pytest.Te
         tiny_model_dir, paths["demos"], paths["heldout"], paths["train_texts"], gt, features, 1, 32,
         frozen_out=tmp / "frozen_backbone.safetensors",
     )  # fmt: skip
-    return {"cfg": cfg, "features": features, "backbone": tiny_model_dir, "tmp": tmp}
+    return {"cfg": cfg, "features": features, "backbone": tiny_model_dir, "tmp": tmp, "heldout": heldout}
 
 
 def run(
     inputs: dict, name: str, features: Path | None = None, compute: ComputeConfig | None = None,
-    frozen_shard: Path | None = None, **kw,
+    frozen_shard: Path | None = None, pair_log_ratio: Path | None = None, **kw,
 ) -> tuple[pd.DataFrame, Path]:  # fmt: skip
     cfg = IRLConfig(**{**inputs["cfg"].__dict__, **kw})
     out = inputs["tmp"] / name
@@ -154,6 +170,7 @@ def run(
         out / "rewards.parquet",
         compute,
         frozen_shard,
+        pair_log_ratio,
     )
     return metrics, out
 
@@ -237,8 +254,10 @@ def test_reward_model_round_trip(irl_inputs: dict) -> None:
     epoch = int(metrics.loc[metrics["selected"], "epoch"].iloc[0])
     recorded = pd.read_parquet(out / "rewards.parquet")
     recorded = recorded[(recorded["epoch"] == epoch) & (recorded["split"] == "heldout")].sort_values("text_index")
-    heldout = FeatureStore(irl_inputs["features"]).state["roles"]["heldout"]
-    np.testing.assert_allclose(reward.score(heldout), recorded["reward"].to_numpy(), atol=1e-5)
+    heldout = irl_inputs["heldout"]
+    np.testing.assert_allclose(
+        reward.score(heldout["prompt"], heldout["original_output"]), recorded["reward"].to_numpy(), atol=1e-5
+    )
     with pytest.raises(FileNotFoundError, match="not a reward model directory"):
         load_reward_model(irl_inputs["tmp"], 32)
 
@@ -249,14 +268,16 @@ sys.modules["workflow_scripts"] = None  # this repository's code must not be nee
 from transformers import AutoModel, AutoTokenizer
 model = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True)
 tokenizer = AutoTokenizer.from_pretrained(sys.argv[1], trust_remote_code=True)
-texts = json.loads(sys.argv[2])
-print(json.dumps({"scores": model.score(texts, tokenizer).tolist(), "class": type(model).__name__}))
+prompts, completions = json.loads(sys.argv[2])
+scores = model.score([p + c for p, c in zip(prompts, completions)], tokenizer, prompts=prompts)
+print(json.dumps({"scores": scores.tolist(), "class": type(model).__name__}))
 """
 
 
-def test_reward_model_loads_anywhere_with_hugging_face(irl_inputs: dict, tmp_path: Path) -> None:
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_reward_model_loads_anywhere_with_hugging_face(irl_inputs: dict, tmp_path: Path, pooling: str) -> None:
     """A reward model directory copied elsewhere loads with AutoModel(trust_remote_code=True) in a fresh process
-    that cannot import this repository, and scores texts as the pipeline does (to 1e-6)."""
+    that cannot import this repository, and scores texts as the pipeline does (to 1e-6), with either pooling."""
     import shutil
     import subprocess
     import sys
@@ -264,13 +285,15 @@ def test_reward_model_loads_anywhere_with_hugging_face(irl_inputs: dict, tmp_pat
     from workflow_scripts.lib.reward_model import FROZEN_SHARD
 
     frozen = irl_inputs["tmp"] / "frozen_backbone.safetensors"
-    store = FeatureStore(irl_inputs["features"])
-    texts = store.state["roles"]["heldout"][:6] + ["", "Prompt 0: thank you"]
-    _, out = run(irl_inputs, "hf_export", objective="bradley_terry")
-    pipeline_scores = load_reward_model(out / "reward_model", 32).score(texts)
+    heldout = irl_inputs["heldout"].head(6)
+    # an empty text, an empty completion, a completion of several tokens
+    prompts = [*heldout["prompt"], "", "Prompt 0:", "Prompt 0:"]
+    completions = [*heldout["original_output"], "", "", " thank you"]
+    _, out = run(irl_inputs, f"hf_export_{pooling}", objective="bradley_terry", pooling=pooling)
+    pipeline_scores = load_reward_model(out / "reward_model", 32).score(prompts, completions)
     copy = shutil.copytree(out / "reward_model", tmp_path / "somewhere" / "my_reward")
     proc = subprocess.run(
-        [sys.executable, "-c", HF_LOAD, str(copy), json.dumps(texts)],
+        [sys.executable, "-c", HF_LOAD, str(copy), json.dumps([prompts, completions])],
         cwd=tmp_path, capture_output=True, text=True, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -279,7 +302,113 @@ def test_reward_model_loads_anywhere_with_hugging_face(irl_inputs: dict, tmp_pat
     got = json.loads(result[-1])
     assert got["class"] == "IRLRewardModel"
     np.testing.assert_allclose(got["scores"], pipeline_scores, atol=1e-6, rtol=0)
+    if pooling == "mean":
+        return
     # the frozen shard is shared by hard link when irl_features wrote one; a mismatched shard is refused
     assert frozen.exists()
     linked, _ = run(irl_inputs, "hf_linked", frozen_shard=frozen)
     assert (irl_inputs["tmp"] / "hf_linked" / "reward_model" / FROZEN_SHARD).stat().st_ino == frozen.stat().st_ino
+
+
+# ------------------------------------------------------------------------------------------------ pooling
+def test_completion_starts_follow_the_prompt_and_the_left_cut(tiny_model_dir: Path) -> None:
+    lm, tok = load_causal_lm(tiny_model_dir)
+    model = RewardModel(lm, tok, trainable_layers=1, max_length=64, pooling="mean")
+    prompt, completion = "the garden is", " lovely in spring"
+    (start,) = model.completion_starts([prompt + completion], [len(prompt)])
+    ids = model.encode([prompt + completion])[0]
+    assert 0 < start < len(ids)
+    assert tok.decode(ids[:start]) == prompt and tok.decode(ids[start:]) == completion
+    # cut from the left to 4 tokens: the completion keeps its tokens, the start moves with the cut
+    short = RewardModel(lm, tok, trainable_layers=1, max_length=4, pooling="mean")
+    (cut_start,) = short.completion_starts([prompt + completion], [len(prompt)])
+    assert cut_start == max(0, start - (len(ids) - 4))
+    # an empty completion starts past the last token; a whole text without prompt at 0
+    assert model.completion_starts([prompt, prompt], [len(prompt), 0]) == [len(model.encode([prompt])[0]), 0]
+
+
+def test_mean_pooling_equals_the_mean_over_the_completion_by_hand(tiny_model_dir: Path) -> None:
+    """Mean pooling = the head on the average of the final hidden states (a plain forward pass of the LM) over the
+    completion's tokens; with an empty completion it falls back to the last token, i.e. to last pooling."""
+    lm, tok = load_causal_lm(tiny_model_dir)
+    torch.manual_seed(0)
+    model = RewardModel(lm, tok, trainable_layers=1, max_length=64, pooling="mean")
+    prompts, completions = ["the garden is", "you are a"], [" lovely in spring today", " stupid"]
+    texts = [p + c for p, c in zip(prompts, completions, strict=True)]
+    got = model.score_texts(texts, batch_size=2, prompt_chars=[len(p) for p in prompts])
+    starts = model.completion_starts(texts, [len(p) for p in prompts])
+    expected, magnitude, depth = [], 0.0, 0
+    for text, start in zip(texts, starts, strict=True):
+        with torch.no_grad():
+            hidden = lm(**tok([text], return_tensors="pt", add_special_tokens=False), output_hidden_states=True)
+            final = hidden.hidden_states[-1][0]
+            expected.append(model.head(final[start:].mean(0, keepdim=True))[0])
+            normed = model.head.norm(final).abs()
+            magnitude = max(magnitude, float((normed @ model.head.linear.weight.abs().T).max()))
+        depth = max(depth, network_depth(lm.config, final.shape[0]) + final.shape[0])  # + the mean's sum
+    assert_fp32_sums_close(got, torch.stack(expected), depth, magnitude + float(model.head.linear.bias.detach().abs()))
+    last = RewardModel(lm, tok, trainable_layers=1, max_length=64, pooling="last")
+    last.head.load_state_dict(model.head.state_dict())
+    assert not torch.allclose(got, last.score_texts(texts, batch_size=2))  # the pooling matters
+    empty = model.score_texts([prompts[0]], batch_size=1, prompt_chars=[len(prompts[0])])
+    assert torch.equal(empty, last.score_texts([prompts[0]], batch_size=1))  # same blocks, same shapes
+    with pytest.raises(ValueError, match="prompt length"):
+        model.score_texts(texts, batch_size=2)
+
+
+def test_mean_pooling_trains_and_round_trips(irl_inputs: dict) -> None:
+    metrics, out = run(irl_inputs, "mean_pooling", pooling="mean")
+    assert metrics["val_pair_accuracy"].iloc[1:].max() == 1.0
+    reward = load_reward_model(out / "reward_model", 32)
+    assert reward.model.pooling == "mean"
+    epoch = int(metrics.loc[metrics["selected"], "epoch"].iloc[0])
+    recorded = pd.read_parquet(out / "rewards.parquet")
+    recorded = recorded[(recorded["epoch"] == epoch) & (recorded["split"] == "heldout")].sort_values("text_index")
+    heldout = irl_inputs["heldout"]
+    np.testing.assert_allclose(
+        reward.score(heldout["prompt"], heldout["original_output"]), recorded["reward"].to_numpy(), atol=1e-5
+    )
+    # the same text split elsewhere is another (prompt, completion): scored (and cached) apart
+    row = heldout.iloc[0]
+    assert reward.score([row["prompt"]], [row["original_output"]])[0] != reward.score([""], [row["text"]])[0]
+
+
+# ------------------------------------------------------------------------------------------------ pair labels
+def test_pair_orientation_by_hand(irl_inputs: dict) -> None:
+    store = FeatureStore(irl_inputs["features"])
+    roles, n = store.state["roles"], len(store.state["roles"]["expert"])
+    assert (pair_orientation("expert", store, None) == 1).all()
+    gt_diff = store.gt(roles["expert"])[0] - store.gt(roles["non_expert"])[0]
+    np.testing.assert_array_equal(pair_orientation("gt", store, None), np.sign(gt_diff))
+    lr = pd.DataFrame({"prompt_id": store.state["pair_prompt_ids"], "expert_log_ratio": np.arange(n) - 5.0,
+                       "non_expert_log_ratio": np.zeros(n)})  # fmt: skip
+    np.testing.assert_array_equal(pair_orientation("log_ratio", store, lr), np.sign(np.arange(n) - 5.0))
+    with pytest.raises(ValueError, match="other demonstration pairs"):
+        pair_orientation("log_ratio", store, lr.iloc[::-1])
+    with pytest.raises(ValueError, match="needs the pairs' log-ratios"):
+        pair_orientation("log_ratio", store, None)
+    with pytest.raises(FloatingPointError, match="not finite"):
+        pair_orientation("log_ratio", store, lr.assign(expert_log_ratio=np.nan))
+
+
+def test_pair_labels_orient_training(irl_inputs: dict, tmp_path: Path) -> None:
+    """log_ratio labels that agree with the expert everywhere train exactly the paper's model (the same
+    computation); labels that prefer the non-expert everywhere train a reward that ranks the other way."""
+    store = FeatureStore(irl_inputs["features"])
+    n = len(store.state["pair_prompt_ids"])
+    agree, disagree = tmp_path / "agree.parquet", tmp_path / "disagree.parquet"
+    base = pd.DataFrame({"prompt_id": store.state["pair_prompt_ids"], "non_expert_log_ratio": np.zeros(n)})
+    base.assign(expert_log_ratio=1.0).to_parquet(agree)
+    base.assign(expert_log_ratio=-1.0).to_parquet(disagree)
+    paper, paper_out = run(irl_inputs, "labels_expert")
+    same, same_out = run(irl_inputs, "labels_agree", pair_log_ratio=agree, pair_labels="log_ratio")
+    flipped, flipped_out = run(irl_inputs, "labels_disagree", pair_log_ratio=disagree, pair_labels="log_ratio")
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(paper_out / "rewards.parquet"), pd.read_parquet(same_out / "rewards.parquet")
+    )
+    assert flipped["val_pair_accuracy"].iloc[1:].max() == 1.0  # it learns the labels it was given
+    record = json.loads((flipped_out / "reward_model" / "provenance.json").read_text())
+    assert record["n_train_pairs_flipped"] == record["n_train_pairs"] > 0
+    reward = load_reward_model(flipped_out / "reward_model", 32)
+    scores = reward(["Prompt 0:"] * 2, [f" {BENIGN[0]}", f" {TOXIC[0]}"])
+    assert scores[0] < scores[1]  # the non-expert's kind of completion now scores higher

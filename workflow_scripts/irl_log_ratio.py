@@ -1,5 +1,6 @@
 """Rule ``irl_log_ratio``: the policy's implicit reward (the expert's summed log-ratio to the non-expert), scored on
-the IRL texts like a learned reward -> ``results/irl/log_ratio/seed0/{metrics,rewards}.parquet``
+the IRL texts like a learned reward -> ``results/irl/log_ratio/seed0/{metrics,rewards}.parquet``, and
+both completions' log-ratios of every demonstration pair -> ``results/irl/log_ratio/pairs.parquet``
 (``workflow_scripts.lib.implicit_reward``)."""
 
 from typing import Any
@@ -18,7 +19,7 @@ def _snakemake(smk: Any) -> None:
     run_log_ratio(
         cfg, smk.input.features, smk.input.demos, smk.input.heldout, smk.input.train_texts, smk.input.expert,
         smk.input.non_expert, smk.output.metrics, smk.output.rewards,
-        from_config(ComputeConfig, "compute", smk.params.compute),
+        from_config(ComputeConfig, "compute", smk.params.compute), smk.output.pairs,
     )  # fmt: skip
 
 

@@ -14,6 +14,7 @@ def _snakemake(smk: Any) -> None:
     train_irl(
         cfg, smk.input.backbone, smk.input.features, smk.output.model, smk.output.metrics, smk.output.rewards,
         from_config(ComputeConfig, "compute", smk.params.compute), smk.input.frozen,
+        smk.input.get("pair_log_ratio"),
     )  # fmt: skip
 
 

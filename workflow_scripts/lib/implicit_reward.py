@@ -28,7 +28,7 @@ from workflow_scripts.lib.atomic_io import write_parquet
 from workflow_scripts.lib.compute import ComputeConfig
 from workflow_scripts.lib.generation import encode_prompts
 from workflow_scripts.lib.inputs import read_table
-from workflow_scripts.lib.irl import FeatureStore, validation_pairs
+from workflow_scripts.lib.irl import FeatureStore, text_parts, validation_pairs
 from workflow_scripts.lib.irl_metrics import IMPLICIT, TEXT_SETS, choose_threshold, reward_metrics
 from workflow_scripts.lib.lm import load_lm, pad, position_ids_from_mask
 
@@ -82,23 +82,14 @@ def log_ratio(
     )
 
 
-def text_parts(demos: pd.DataFrame, *splits: pd.DataFrame) -> dict[str, tuple[str, str]]:
-    """Every text IRL scores as (prompt, continuation): demonstration completions and source texts, and the data
-    splits' texts (``text`` = ``prompt`` + ``original_output``)."""
-    parts: dict[str, tuple[str, str]] = {}
-    for column in ("expert", "non_expert", "original_output"):
-        parts.update({p + c: (p, c) for p, c in zip(demos["prompt"], demos[column], strict=True)})
-    for split in splits:
-        parts.update({p + c: (p, c) for p, c in zip(split["prompt"], split["original_output"], strict=True)})
-    return parts
-
-
 def run_log_ratio(
     cfg: LogRatioConfig, features_path: str | Path, demos_path: str | Path, heldout_path: str | Path,
     train_texts_path: str | Path, expert_dir: str | Path, non_expert_dir: str | Path, out_metrics: str | Path,
-    out_rewards: str | Path, compute: ComputeConfig,
+    out_rewards: str | Path, compute: ComputeConfig, out_pairs: str | Path,
 ) -> pd.DataFrame:  # fmt: skip
-    """Score every text role with the expert's log-ratio and write one run's metrics and rewards (see the module)."""
+    """Score every text role with the expert's log-ratio and write one run's metrics and rewards (see the module),
+    and ``out_pairs``: both completions' log-ratios for every demonstration pair, in the features' pair order (what
+    ``irl.pair_labels: log_ratio`` orients the pairs by)."""
     store = FeatureStore(features_path, mmap=True)  # the roles and GT scores; no hidden state is read
     roles = store.state["roles"]
     _, val_idx, val_ties, val_texts = validation_pairs(store.state, cfg.validation_fraction)
@@ -108,8 +99,8 @@ def run_log_ratio(
         read_table(heldout_path, columns, "held-out texts"), read_table(train_texts_path, columns, "train texts"),
     )  # fmt: skip
     wanted = {
-        "val_expert": [roles["expert"][i] for i in val_idx],
-        "val_non_expert": [roles["non_expert"][i] for i in val_idx],
+        "expert": roles["expert"],
+        "non_expert": roles["non_expert"],
         "val": val_texts,
         **{name: roles[name] for name in TEXT_SETS},
     }
@@ -128,7 +119,7 @@ def run_log_ratio(
     threshold = choose_threshold(score["val"], val_gt_toxic)
     row = {
         "objective": IMPLICIT, "seed": 0, "epoch": 0, "train_loss": float("nan"),
-        "val_pair_accuracy": float((score["val_expert"] > score["val_non_expert"]).mean()),
+        "val_pair_accuracy": float((score["expert"][val_idx] > score["non_expert"][val_idx]).mean()),
         "val_pair_ties": val_ties, "threshold": threshold, "val_loss": float("nan"),
         **{f"val_{k}": v for k, v in reward_metrics(score["val"], val_gt_reward, val_gt_toxic, threshold).items()},
     }  # fmt: skip
@@ -141,10 +132,15 @@ def run_log_ratio(
             "reward": score[name], "gt_reward": gt_reward, "gt_toxic": gt_toxic,
         }))  # fmt: skip
     metrics = pd.DataFrame([{**row, "selected": True}])
+    pairs = pd.DataFrame({"prompt_id": store.state["pair_prompt_ids"], "expert_log_ratio": score["expert"],
+                          "non_expert_log_ratio": score["non_expert"]})  # fmt: skip
+    write_parquet(pairs, out_pairs)
     write_parquet(pd.concat(rewards, ignore_index=True), out_rewards)
     write_parquet(metrics, out_metrics)
     LOG.info(
         "log-ratio: val pair acc %.3f | held-out acc %.3f auc %.3f spearman %.3f (%d texts scored by two models)",
         row["val_pair_accuracy"], row["heldout_accuracy"], row["heldout_auc"], row["heldout_spearman"], len(unique),
     )  # fmt: skip
+    LOG.info("pairs: the expert's completion has the higher log-ratio in %d of %d", int((pairs["expert_log_ratio"] >
+             pairs["non_expert_log_ratio"]).sum()), len(pairs))  # fmt: skip
     return metrics

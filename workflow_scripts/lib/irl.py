@@ -40,12 +40,13 @@ from workflow_scripts.lib.inputs import read_table
 from workflow_scripts.lib.irl_metrics import CEILING, choose_threshold, reward_metrics
 from workflow_scripts.lib.lm import load_lm
 from workflow_scripts.lib.provenance import provenance
-from workflow_scripts.lib.reward_model import RewardModel, save_frozen_backbone, save_reward_model
+from workflow_scripts.lib.reward_model import POOLINGS, RewardModel, save_frozen_backbone, save_reward_model
 from workflow_scripts.lib.seeding import seed_everything
 from workflow_scripts.lib.toxicity import LABEL_THRESHOLD, ToxicityScorer, is_toxic
 
 LOG = logging.getLogger("irl_llms.irl")
 OBJECTIVES = ("max_margin", "hinge", "bradley_terry")
+PAIR_LABELS = ("expert", "log_ratio", "gt")
 
 
 @dataclass
@@ -64,10 +65,16 @@ class IRLConfig:
     max_head_norm: float
     validation_fraction: float
     max_length: int
+    pooling: str
+    pair_labels: str
 
     def __post_init__(self) -> None:
         if self.objective not in (*OBJECTIVES, CEILING):
             raise ValueError(f"irl.objective must be one of {(*OBJECTIVES, CEILING)}, got {self.objective!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"irl.pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.pair_labels not in PAIR_LABELS:
+            raise ValueError(f"irl.pair_labels must be one of {PAIR_LABELS}, got {self.pair_labels!r}")
 
 
 # ============================================================================================ objectives
@@ -97,6 +104,17 @@ def demo_texts(demos: pd.DataFrame) -> tuple[list[str], list[str]]:
     return (demos["prompt"] + demos["expert"]).tolist(), (demos["prompt"] + demos["non_expert"]).tolist()
 
 
+def text_parts(demos: pd.DataFrame, *splits: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    """Every text IRL scores as (prompt, continuation): demonstration completions and source texts, and the data
+    splits' texts (``text`` = ``prompt`` + ``original_output``)."""
+    parts: dict[str, tuple[str, str]] = {}
+    for column in ("expert", "non_expert", "original_output"):
+        parts.update({p + c: (p, c) for p, c in zip(demos["prompt"], demos[column], strict=True)})
+    for split in splits:
+        parts.update({p + c: (p, c) for p, c in zip(split["prompt"], split["original_output"], strict=True)})
+    return parts
+
+
 def build_features(
     backbone_dir: str | Path,
     demos_path: str | Path,
@@ -119,12 +137,21 @@ def build_features(
         demos_path, ("prompt_id", "prompt", "original_output", "expert", "non_expert"), "demonstration pairs"
     )
     expert, non_expert = demo_texts(demos)
-    heldout = pd.read_parquet(heldout_path)["text"].tolist()
-    train_texts = pd.read_parquet(train_texts_path)["text"].tolist()
+    columns = ("text", "prompt", "original_output")
+    heldout_df, train_df = (
+        read_table(heldout_path, columns, "held-out texts"),
+        read_table(train_texts_path, columns, "train texts"),
+    )
+    heldout, train_texts = heldout_df["text"].tolist(), train_df["text"].tolist()
     source = (demos["prompt"] + demos["original_output"]).tolist()  # the data-set text each pair was prompted from
     texts = sorted(set(expert) | set(non_expert) | set(source) | set(heldout) | set(train_texts))
+    parts = text_parts(demos, heldout_df, train_df)
+    missing = [t for t in texts if t not in parts]
+    if missing:
+        raise ValueError(f"{len(missing)} IRL text(s) are not prompt + continuation, e.g. {missing[0][:80]!r}")
     lm, tokenizer, precision = load_lm(backbone_dir, compute)
-    model = RewardModel(lm, tokenizer, trainable_layers, max_length, precision)
+    model = RewardModel(lm, tokenizer, trainable_layers, max_length, "last", precision)  # the bottom only
+    starts = model.completion_starts(texts, [len(parts[t][0]) for t in texts])
     hidden: list[torch.Tensor] = []
     for i in range(0, len(texts), 32):
         hidden.extend(h.cpu().clone() for h in model.bottom_hidden(model.encode(texts[i : i + 32])))
@@ -133,6 +160,7 @@ def build_features(
         "texts": texts,
         "offsets": torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)]),
         "hidden": torch.cat(hidden),
+        "completion_start": torch.tensor(starts),  # each text's first completion token (mean pooling)
         "gt_reward": torch.tensor(-gt_classifier.toxic_logit(texts), dtype=torch.float64),  # paper: -(toxic logit)
         "gt_toxic": torch.tensor(is_toxic(gt_classifier.p_toxic(texts), LABEL_THRESHOLD)),
         "pair_prompt_ids": demos["prompt_id"].astype(str).tolist(),
@@ -166,6 +194,12 @@ class FeatureStore:
     def hidden(self, texts: Sequence[str]) -> list[torch.Tensor]:
         off, hid = self.state["offsets"], self.state["hidden"]
         return [hid[off[self.index[t]] : off[self.index[t] + 1]] for t in texts]
+
+    def starts(self, texts: Sequence[str]) -> list[int]:
+        """Each text's first completion token (``RewardModel.completion_starts``), for mean pooling."""
+        if "completion_start" not in self.state:
+            raise ValueError("these IRL features predate irl.pooling (no completion starts); rebuild them")
+        return [int(self.state["completion_start"][self.index[t]]) for t in texts]
 
     def gt(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         idx = [self.index[t] for t in texts]
@@ -201,21 +235,65 @@ def split_pairs(prompt_ids: Sequence[str], validation_fraction: float, seed: int
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
+def pair_orientation(pair_labels: str, store: FeatureStore, pair_log_ratio: pd.DataFrame | None) -> np.ndarray:
+    """Per demonstration pair, which side the IRL loss prefers (``irl.pair_labels``): +1 the expert's completion, -1
+    the non-expert's, 0 neither (left out, like tied pairs).
+
+    ``expert`` (the paper's): always +1. ``log_ratio``: the side with the higher implicit reward of the expert's
+    policy (``workflow_scripts.lib.implicit_reward``; ``pair_log_ratio`` holds it per pair), i.e. the expert's own
+    judgement of which completion it prefers, which denoises pairs where the sampled expert completion is the worse
+    one. ``gt`` (a diagnostic, not IRL: it reads the GT classifier): the less toxic side, to measure what label noise
+    costs."""
+    roles = store.state["roles"]
+    if pair_labels == "expert":
+        return np.ones(len(roles["expert"]), dtype=np.int64)
+    if pair_labels == "gt":
+        diff = store.gt(roles["expert"])[0] - store.gt(roles["non_expert"])[0]
+    elif pair_labels == "log_ratio":
+        if pair_log_ratio is None:
+            raise ValueError("irl.pair_labels = log_ratio needs the pairs' log-ratios (rule irl_log_ratio)")
+        ids = pair_log_ratio["prompt_id"].astype(str).tolist()
+        if ids != store.state["pair_prompt_ids"]:
+            raise ValueError("the pairs' log-ratios are of other demonstration pairs than the IRL features; rerun")
+        diff = (pair_log_ratio["expert_log_ratio"] - pair_log_ratio["non_expert_log_ratio"]).to_numpy()
+    else:
+        raise ValueError(f"irl.pair_labels must be one of {PAIR_LABELS}, got {pair_labels!r}")
+    if not np.isfinite(diff).all():
+        raise FloatingPointError(f"{int((~np.isfinite(diff)).sum())} pair label(s) are not finite ({pair_labels})")
+    return np.sign(diff).astype(np.int64)
+
+
 # texts per scoring pass over cached features (validation, held-out texts); a speed setting of this loop, not the
 # training's irl.batch_size (pairs per step), and no config key
 SCORE_BATCH = 64
 
 
-def score_in_batches(model: RewardModel, hidden: list[torch.Tensor]) -> np.ndarray:
-    with torch.no_grad():
-        return torch.cat(
-            [model.score_hidden(hidden[i : i + SCORE_BATCH]).cpu() for i in range(0, len(hidden), SCORE_BATCH)]
-        ).numpy()
+@dataclass
+class Texts:
+    """Cached texts ready to score: frozen-bottom hidden states and completion starts (mean pooling)."""
+
+    hidden: list[torch.Tensor]
+    starts: list[int]
+
+    @classmethod
+    def of(cls, store: FeatureStore, texts: Sequence[str]) -> Texts:
+        return cls(store.hidden(texts), store.starts(texts))
+
+    def score(self, model: RewardModel, idx: Sequence[int] | np.ndarray) -> torch.Tensor:
+        return model.score_hidden([self.hidden[i] for i in idx], [self.starts[i] for i in idx])
+
+    def score_all(self, model: RewardModel, idx: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """Rewards without gradients, ``SCORE_BATCH`` texts a pass (all texts, or those at ``idx``)."""
+        idx = np.arange(len(self.hidden)) if idx is None else np.asarray(idx)
+        with torch.no_grad():
+            return torch.cat(
+                [self.score(model, idx[i : i + SCORE_BATCH]).cpu() for i in range(0, len(idx), SCORE_BATCH)]
+            ).numpy()
 
 
 def evaluate_texts(
     model: RewardModel,
-    data: tuple[list[torch.Tensor], np.ndarray, np.ndarray],
+    data: tuple[Texts, np.ndarray, np.ndarray],
     name: str,
     threshold: float,
     cfg: IRLConfig,
@@ -223,8 +301,8 @@ def evaluate_texts(
     reward_rows: list[pd.DataFrame],
 ) -> dict[str, float]:
     """Score one text set, record its per-text rewards, and return its metrics prefixed with ``name``."""
-    hidden, gt_reward, gt_toxic = data
-    rewards = score_in_batches(model, hidden)
+    texts, gt_reward, gt_toxic = data
+    rewards = texts.score_all(model)
     reward_rows.append(
         pd.DataFrame(
             {
@@ -251,35 +329,47 @@ def train_irl(
     out_rewards: str | Path,
     compute: ComputeConfig | None = None,
     frozen_shard: str | Path | None = None,
+    pair_log_ratio: str | Path | None = None,
 ) -> pd.DataFrame:
-    """Train one (objective, seed) reward model; select the epoch by validation pair accuracy; write artifacts."""
+    """Train one (objective, seed) reward model; select the epoch by validation pair accuracy (pairs oriented by
+    ``irl.pair_labels``; ``pair_log_ratio``: the pairs' log-ratios, for ``log_ratio`` labels); write artifacts."""
     seed_everything(cfg.seed)
     store = FeatureStore(features_path)
     if store.state["trainable_layers"] != cfg.trainable_layers or store.state["max_length"] != cfg.max_length:
         raise ValueError(f"{features_path} was built for another trainable_layers/max_length; rebuild it")
     roles = store.state["roles"]
-    expert_h, non_expert_h = store.hidden(roles["expert"]), store.hidden(roles["non_expert"])
+    log_ratios = None if pair_log_ratio is None else read_table(
+        pair_log_ratio, ("prompt_id", "expert_log_ratio", "non_expert_log_ratio"), "pair log-ratios"
+    )  # fmt: skip
+    sign = pair_orientation("expert" if cfg.objective == CEILING else cfg.pair_labels, store, log_ratios)
+    expert, non_expert = Texts.of(store, roles["expert"]), Texts.of(store, roles["non_expert"])
     train_idx, val_idx, val_ties, val_texts = validation_pairs(store.state, cfg.validation_fraction)
-    val_hidden = store.hidden(val_texts)
+    n_flipped, n_unlabelled = int((sign[train_idx] < 0).sum()), int((sign[train_idx] == 0).sum())
+    train_idx, val_idx = train_idx[sign[train_idx] != 0], val_idx[sign[val_idx] != 0]
+    if cfg.objective != CEILING and cfg.pair_labels != "expert":
+        LOG.info("pair labels %s: %d of %d train pairs prefer the non-expert, %d no side (left out)",
+                 cfg.pair_labels, n_flipped, len(train_idx) + n_unlabelled, n_unlabelled)  # fmt: skip
+    val = Texts.of(store, val_texts)
     val_gt_reward, val_gt_toxic = store.gt(val_texts)
-    evals = {name: (store.hidden(roles[name]), *store.gt(roles[name])) for name in ("heldout", "train_texts")}
+    evals = {name: (Texts.of(store, roles[name]), *store.gt(roles[name])) for name in ("heldout", "train_texts")}
     if cfg.objective == CEILING:  # as many labelled train-split texts as IRL has pairs, none a validation text
         pool = [t for t in roles["train_texts"] if t not in set(val_texts)]
         pick = np.sort(np.random.default_rng(0).permutation(len(pool))[: len(train_idx)])
         ceiling_texts = [pool[i] for i in pick]
-        ceiling_h, ceiling_toxic = store.hidden(ceiling_texts), torch.tensor(store.gt(ceiling_texts)[1])
+        ceiling, ceiling_toxic = Texts.of(store, ceiling_texts), torch.tensor(store.gt(ceiling_texts)[1])
         train_idx = np.arange(len(ceiling_texts))
         LOG.info("supervised ceiling: %d labelled train-split texts (%d toxic)", len(pick), int(ceiling_toxic.sum()))
 
     lm, tokenizer, precision = load_lm(backbone_dir, compute)
     torch.manual_seed(cfg.seed)  # head initialisation and nothing else depends on the seed before training
-    model = RewardModel(lm, tokenizer, cfg.trainable_layers, cfg.max_length, precision)
+    model = RewardModel(lm, tokenizer, cfg.trainable_layers, cfg.max_length, cfg.pooling, precision)
     params = model.trainable_parameters()
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)
     rows: list[dict] = []
     reward_rows: list[pd.DataFrame] = []
     best: tuple[float, int, dict] | None = None
+    val_sign = torch.tensor(sign[val_idx], dtype=torch.float64)
     for epoch in range(cfg.epochs + 1):  # epoch 0: the untrained model, as a baseline
         train_losses = []
         if epoch > 0:
@@ -288,28 +378,25 @@ def train_irl(
                 idx = order[b : b + cfg.batch_size]
                 optimizer.zero_grad(set_to_none=True)
                 if cfg.objective == CEILING:
-                    loss = supervised_loss(model.score_hidden([ceiling_h[i] for i in idx]), ceiling_toxic[idx])
-                else:
-                    d = model.score_hidden([expert_h[i] for i in idx]) - model.score_hidden(
-                        [non_expert_h[i] for i in idx]
-                    )
-                    loss = irl_loss(d, cfg.objective, cfg.margin)
+                    loss = supervised_loss(ceiling.score(model, idx), ceiling_toxic[idx])
+                else:  # d > 0: the preferred side scores higher
+                    d = expert.score(model, idx) - non_expert.score(model, idx)
+                    loss = irl_loss(d * torch.as_tensor(sign[idx], dtype=d.dtype, device=d.device), cfg.objective,
+                                    cfg.margin)  # fmt: skip
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"IRL loss is {float(loss)} at epoch {epoch}")
                 model.precision.backward_step(loss, optimizer, params, cfg.max_grad_norm)
                 model.head.bound_(cfg.max_head_norm)
                 train_losses.append(float(loss.detach()))
-        r_exp = score_in_batches(model, [expert_h[i] for i in val_idx])
-        r_non = score_in_batches(model, [non_expert_h[i] for i in val_idx])
-        val_d = torch.tensor(r_exp - r_non)
-        val_rewards = score_in_batches(model, val_hidden)
+        val_d = val_sign * torch.tensor(expert.score_all(model, val_idx) - non_expert.score_all(model, val_idx))
+        val_rewards = val.score_all(model)
         threshold = choose_threshold(val_rewards, val_gt_toxic)
         row = {
             "objective": cfg.objective,
             "seed": cfg.seed,
             "epoch": epoch,
             "train_loss": float(np.mean(train_losses)) if train_losses else float("nan"),
-            "val_pair_accuracy": float((val_d > 0).float().mean()),  # untied pairs only
+            "val_pair_accuracy": float((val_d > 0).float().mean()),  # untied, labelled pairs only
             "val_pair_ties": val_ties,
             "threshold": threshold,
         }
@@ -331,12 +418,12 @@ def train_irl(
             }
             best = (key, epoch, state)
         LOG.info(
-            "epoch %d loss %.4f val pair acc %.3f | held-out acc %.3f f1 %.3f spearman %.3f",
+            "epoch %d loss %.4f val pair acc %.3f | held-out acc %.3f auc %.3f spearman %.3f",
             epoch,
             row["train_loss"],
             row["val_pair_accuracy"],
             row["heldout_accuracy"],
-            row["heldout_f1"],
+            row["heldout_auc"],
             row["heldout_spearman"],
         )
     assert best is not None, "epochs must be >= 1"
@@ -360,6 +447,8 @@ def train_irl(
         n_train_pairs=len(train_idx),  # the ceiling: labelled texts
         n_val_pairs=len(val_idx),
         n_val_ties=val_ties,
+        n_train_pairs_flipped=n_flipped,  # pair_labels: pairs whose preferred side is the non-expert's
+        n_train_pairs_unlabelled=n_unlabelled,
         selected_metrics=metrics[metrics["selected"]].iloc[0].to_dict(),
         compute=describe_device(precision.device, precision.name, compute.device if compute else None),
     )

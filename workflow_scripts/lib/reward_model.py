@@ -1,4 +1,8 @@
-"""The learned reward model of the IRL stage: causal-LM backbone + a linear head on the **last real token**.
+"""The learned reward model of the IRL stage: causal-LM backbone + a linear head on the pooled top hidden state.
+
+Pooling (``irl.pooling``): ``last`` (the paper's) reads the **last real token**; ``mean`` averages the completion's
+tokens (every token whose characters end after the prompt's; the last token when the completion is empty), so a
+reward sees every token the policy chose, and nothing of the prompt, whose states are identical within a pair.
 
 The original code scored only the last *character* of each string; not copied. The head sits behind a parameter-free
 LayerNorm, so with the head's weight norm bounded (``max_head_norm``) the reward is bounded and the unbounded
@@ -37,11 +41,23 @@ from workflow_scripts.lib.compute import ComputeConfig, Precision
 from workflow_scripts.lib.lm import load_lm, pad, run_blocks, split_backbone
 from workflow_scripts.lib.rewards import check_reward_output
 
+POOLINGS = ("last", "mean")
+
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     """Index of the last real token per row, for left *or* right padding."""
     positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
     return (attention_mask.long() * (positions + 1)).argmax(-1)
+
+
+def mean_pooling_weights(attention_mask: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+    """[batch, len] weights summing to 1 per row (right padding): spread evenly over the real tokens from ``starts``
+    (each completion's first token) on; all on the last real token where that span is empty."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    span = ((positions >= starts[:, None]) & attention_mask.bool()).float()
+    last = torch.nn.functional.one_hot(last_token_index(attention_mask), attention_mask.shape[1]).float()
+    span = torch.where(span.sum(-1, keepdim=True) > 0, span, last)
+    return span / span.sum(-1, keepdim=True)
 
 
 class RewardHead(torch.nn.Module):
@@ -68,10 +84,13 @@ class RewardModel(torch.nn.Module):
     """Backbone (a causal LM's transformer) split into a frozen bottom and trainable top, plus a reward head."""
 
     def __init__(
-        self, lm: Any, tokenizer: Any, trainable_layers: int, max_length: int, precision: Precision | None = None
-    ) -> None:
+        self, lm: Any, tokenizer: Any, trainable_layers: int, max_length: int, pooling: str,
+        precision: Precision | None = None,
+    ) -> None:  # fmt: skip
         super().__init__()
-        self.lm, self.tokenizer, self.max_length = lm, tokenizer, max_length
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.lm, self.tokenizer, self.max_length, self.pooling = lm, tokenizer, max_length, pooling
         self.device = next(lm.parameters()).device
         self.precision = precision or Precision.default(self.device)
         backbone = split_backbone(lm, trainable_layers)
@@ -89,6 +108,18 @@ class RewardModel(torch.nn.Module):
         ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"][-self.max_length :] for t in texts]
         return [x or [self.tokenizer.eos_token_id] for x in ids]
 
+    def completion_starts(self, texts: Sequence[str], prompt_chars: Sequence[int]) -> list[int]:
+        """Per text (prompt + completion, the prompt ``prompt_chars`` characters long), the index in ``encode``'s
+        tokens of the completion's first token: the first token whose characters end after the prompt (a token
+        spanning the boundary counts as completion), shifted by the left cut to ``max_length``; the token count when
+        the completion is empty."""
+        starts = []
+        for text, n in zip(texts, prompt_chars, strict=True):
+            offsets = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+            first = next((i for i, (_, end) in enumerate(offsets) if end > n), len(offsets))
+            starts.append(max(0, first - max(0, len(offsets) - self.max_length)))
+        return starts
+
     def bottom_hidden(self, ids: list[list[int]]) -> list[torch.Tensor]:
         """Per text, the hidden states after the frozen bottom ([len, H], fp32, on the model's device); right padding,
         so no shifts."""
@@ -97,21 +128,36 @@ class RewardModel(torch.nn.Module):
             h = run_blocks(self.lm, self.bottom, None, mask.to(self.device), input_ids=input_ids.to(self.device))
         return [h[i, : len(x)].float() for i, x in enumerate(ids)]
 
-    def score_hidden(self, hidden: list[torch.Tensor]) -> torch.Tensor:
-        """Rewards from bottom hidden states: run the top blocks and the head on the last real token."""
+    def score_hidden(self, hidden: list[torch.Tensor], starts: Sequence[int] | None = None) -> torch.Tensor:
+        """Rewards from bottom hidden states: run the top blocks, pool (``last`` token, or ``mean_pooling_weights``
+        from ``starts``, each text's completion start) and apply the head."""
         batch = pad_sequence([h.to(self.device) for h in hidden], batch_first=True)  # right padding with zeros
         lengths = torch.tensor([h.shape[0] for h in hidden], device=self.device)
         mask = (torch.arange(batch.shape[1], device=self.device) < lengths[:, None]).long()
+        if self.pooling == "mean" and starts is None:
+            raise ValueError("mean pooling needs each text's completion start")
         with self.precision.autocast():
             top = run_blocks(self.lm, self.top, self.norm, mask, hidden=batch)
-            pooled = top[torch.arange(len(hidden), device=self.device), last_token_index(mask)]
+            if self.pooling == "last":
+                pooled = top[torch.arange(len(hidden), device=self.device), last_token_index(mask)]
+            else:
+                weights = mean_pooling_weights(mask, torch.as_tensor(list(starts), device=self.device))
+                pooled = (top.float() * weights[..., None]).sum(1)
             return self.head(pooled.float()).float()
 
-    def score_texts(self, texts: Sequence[str], batch_size: int) -> torch.Tensor:
+    def score_texts(
+        self, texts: Sequence[str], batch_size: int, prompt_chars: Sequence[int] | None = None
+    ) -> torch.Tensor:
+        """Rewards of whole texts; ``prompt_chars`` (each text's prompt length in characters) is needed for mean
+        pooling."""
+        if self.pooling == "mean" and prompt_chars is None:
+            raise ValueError("mean pooling scores prompt + completion: give each text's prompt length")
         out = []
         with torch.no_grad():
             for i in range(0, len(texts), batch_size):
-                out.append(self.score_hidden(self.bottom_hidden(self.encode(texts[i : i + batch_size]))).cpu())
+                chunk = texts[i : i + batch_size]
+                starts = None if prompt_chars is None else self.completion_starts(chunk, prompt_chars[i:][:batch_size])
+                out.append(self.score_hidden(self.bottom_hidden(self.encode(chunk)), starts).cpu())
         return torch.cat(out) if out else torch.zeros(0)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
@@ -162,7 +208,7 @@ def export_hf(model: RewardModel, out: Path, frozen_shard: str | Path | None = N
     size = sum(t.numel() * t.element_size() for t in [*frozen.values(), *trained.values()])
     write_json({"metadata": {"total_size": size}, "weight_map": weight_map}, out / "model.safetensors.index.json")
     config = modeling_irl_reward.IRLRewardConfig(
-        backbone=model.lm.config.to_dict(), max_text_tokens=model.max_length,
+        backbone=model.lm.config.to_dict(), max_text_tokens=model.max_length, pooling=model.pooling,
         auto_map={"AutoConfig": "modeling_irl_reward.IRLRewardConfig",
                   "AutoModel": "modeling_irl_reward.IRLRewardModel"},
     )  # fmt: skip
@@ -184,7 +230,12 @@ def save_reward_model(
         model.tokenizer.save_pretrained(tmp)
         backbone_rel = os.path.relpath(Path(backbone_dir).resolve(), Path(out_dir).resolve())
         write_json(
-            {"backbone": backbone_rel, "trainable_layers": model.trainable_layers, "max_length": model.max_length},
+            {
+                "backbone": backbone_rel,
+                "trainable_layers": model.trainable_layers,
+                "max_length": model.max_length,
+                "pooling": model.pooling,
+            },
             tmp / "reward_config.json",
         )
         write_json(record, tmp / "provenance.json")
@@ -195,26 +246,27 @@ def save_reward_model(
 class LearnedReward:
     """``rewards(prompts, completions) -> tensor``: the learned reward on prompt + completion, for PPO.
 
-    Scores are cached per unique text, so repeated prompts/completions (common in RL) are scored once, ``batch_size``
+    Scores are cached per unique (prompt, completion), so repeats (common in RL) are scored once, ``batch_size``
     (``irl_rlhf.batch_size``) texts per forward pass.
     """
 
     def __init__(self, model: RewardModel, batch_size: int) -> None:
         self.model, self.batch_size = model, batch_size
-        self._cache: dict[str, float] = {}
+        self._cache: dict[tuple[str, str], float] = {}
 
-    def score(self, texts: Sequence[str]) -> np.ndarray:
-        todo = sorted({t for t in texts if t not in self._cache})
+    def score(self, prompts: Sequence[str], completions: Sequence[str]) -> np.ndarray:
+        pairs = list(zip(prompts, completions, strict=True))
+        todo = sorted({pc for pc in pairs if pc not in self._cache})
         if todo:
-            for t, r in zip(todo, self.model.score_texts(todo, self.batch_size).tolist(), strict=True):
-                self._cache[t] = r
-        return np.array([self._cache[t] for t in texts], dtype=np.float64)
+            texts, prompt_chars = [p + c for p, c in todo], [len(p) for p, _ in todo]
+            for pc, r in zip(todo, self.model.score_texts(texts, self.batch_size, prompt_chars).tolist(), strict=True):
+                self._cache[pc] = r
+        return np.array([self._cache[pc] for pc in pairs], dtype=np.float64)
 
     def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> torch.Tensor:
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
-        scores = self.score([p + c for p, c in zip(prompts, completions, strict=True)])
-        return check_reward_output(scores, len(prompts), "learned reward")
+        return check_reward_output(self.score(prompts, completions), len(prompts), "learned reward")
 
 
 def load_reward_model(path: str | Path, batch_size: int, compute: ComputeConfig | None = None) -> LearnedReward:
@@ -225,9 +277,11 @@ def load_reward_model(path: str | Path, batch_size: int, compute: ComputeConfig 
     if not cfg_file.exists():
         raise FileNotFoundError(f"{path} is not a reward model directory (no reward_config.json)")
     cfg = json.loads(cfg_file.read_text())
+    if "pooling" not in cfg:
+        raise ValueError(f"{cfg_file} predates irl.pooling (no 'pooling' key); retrain it (rerun irl_train)")
     backbone = (path / cfg["backbone"]).resolve()
     lm, tokenizer, precision = load_lm(backbone, compute)
-    model = RewardModel(lm, tokenizer, cfg["trainable_layers"], cfg["max_length"], precision)
+    model = RewardModel(lm, tokenizer, cfg["trainable_layers"], cfg["max_length"], cfg["pooling"], precision)
     if (path / "backbone_trained.safetensors").exists():
         result = lm.load_state_dict(
             load_file(path / "backbone_trained.safetensors", device=str(model.device)), strict=False
