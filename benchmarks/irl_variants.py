@@ -36,7 +36,7 @@ from machine import describe_machine, matmul_gflops
 
 from workflow_scripts.lib.config import from_config
 from workflow_scripts.lib.irl import IRLConfig, train_irl
-from workflow_scripts.lib.irl_metrics import CEILING, IMPLICIT, paired_gaps, select_runs
+from workflow_scripts.lib.irl_metrics import CEILING, paired_gaps, select_runs
 
 VARIANTS = {
     "expert/last": {"pair_labels": "expert", "pooling": "last"},
