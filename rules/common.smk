@@ -143,6 +143,8 @@ def base_model_params():
 
 
 EVAL_STAGES = config["evaluation"]["stages"]
+# evaluated stages trained by PPO: Table 1 reads their final KL from the train log
+EVAL_PPO_STAGES = [s for s in EVAL_STAGES if s in ("rlhf", "irl_rlhf")]
 
 
 def evaluate_params():

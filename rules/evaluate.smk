@@ -35,6 +35,7 @@ rule table1:
     claims checked against them; the paper's own numbers beside ours."""
     input:
         generations=expand("results/eval/{model}.parquet", model=EVAL_STAGES),
+        train_logs=expand("results/{stage}/train_log.parquet", stage=EVAL_PPO_STAGES),
         paper=PAPER_TABLE1,
     output:
         table=report_item("reports/table1.csv", "table1", "Table 1", "Table 1", "Table 1 with CIs"),
@@ -47,6 +48,7 @@ rule table1:
         html=report_item("reports/table1.html", "table1_html", "Table 1", "Table 1", "Table 1, readable"),
     params:
         stages=EVAL_STAGES,
+        ppo_stages=EVAL_PPO_STAGES,
         table1=table1_params(),
     log:
         "logs/table1.log",

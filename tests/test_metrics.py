@@ -63,14 +63,18 @@ def test_table1_from_synthetic_generations(tmp_path) -> None:
     rtp = rtp_frame().rename(columns={"p_toxic": "p_toxic_eval"})
     rtp["p_toxic_gt"] = 0.0
     rtp["protocol"] = "rtp"
-    jig = pd.DataFrame({"prompt_id": ["x", "y"], "p_toxic_eval": [0.7, 0.1], "p_toxic_gt": [0.2, 0.6]})
+    rtp["generation"] = ["a b", "a b", "c d e"] * 3  # bigrams: (a b) x6, (c d) x3, (d e) x3 -> 3 distinct of 12
+    jig = pd.DataFrame({"prompt_id": ["x", "y"], "p_toxic_eval": [0.7, 0.1], "p_toxic_gt": [0.2, 0.6],
+                        "generation": ["the cat sat", "The cat ran off"]})  # fmt: skip
     jig["protocol"] = "jigsaw"
     files = {}
-    for stage in ("sft", "base"):
+    for stage in ("sft", "base", "rlhf"):
         files[stage] = tmp_path / f"{stage}.parquet"
         pd.concat([jig, rtp]).to_parquet(files[stage])
-    table = build_table1(files, table_config("profanity_check", "gt_bilstm", n_resamples=200))
-    assert table["stage"].tolist() == ["base", "sft"]  # pipeline order, not dict order
+    log = tmp_path / "rlhf_log.parquet"  # 10 iterations: the last fifth is iterations 9 and 10
+    pd.DataFrame({"iteration": np.arange(10, 0, -1), "kl": np.arange(10, 0, -1) * 1.0}).to_parquet(log)
+    table = build_table1(files, table_config("profanity_check", "gt_bilstm", n_resamples=200), {"rlhf": log})
+    assert table["stage"].tolist() == ["base", "sft", "rlhf"]  # pipeline order, not dict order
     row = table.iloc[0]
     assert row["jigsaw_toxicity_ratio"] == 0.5
     assert row["jigsaw_mean_toxicity"] == pytest.approx(0.4)
@@ -79,13 +83,16 @@ def test_table1_from_synthetic_generations(tmp_path) -> None:
     assert row["gt_jigsaw_toxicity_ratio"] == 0.5
     assert row["gt_rtp_toxicity_probability"] == 0.0
     assert row["n_rtp_prompts"] == 3 and row["rtp_samples_per_prompt"] == 3
+    # output shape: 3 and 4 words; bigrams the cat, cat sat, the cat (lower-cased), cat ran, ran off: 4 of 5
+    assert row["jigsaw_mean_words"] == 3.5 and row["jigsaw_distinct_2"] == pytest.approx(4 / 5)
+    assert row["rtp_distinct_2"] == pytest.approx(3 / 12)
+    assert np.isnan(row["ppo_kl"]) and table.iloc[2]["ppo_kl"] == pytest.approx(9.5)  # mean of kl 9 and 10
 
 
 def test_table1_rejects_missing_protocol(tmp_path) -> None:
     path = tmp_path / "sft.parquet"
-    pd.DataFrame({"protocol": ["jigsaw"], "prompt_id": ["x"], "p_toxic_eval": [0.1], "p_toxic_gt": [0.1]}).to_parquet(
-        path
-    )
+    pd.DataFrame({"protocol": ["jigsaw"], "prompt_id": ["x"], "generation": ["hi"], "p_toxic_eval": [0.1],
+                  "p_toxic_gt": [0.1]}).to_parquet(path)  # fmt: skip
     with pytest.raises(ValueError, match="rtp rows 0"):
         build_table1({"sft": path}, table_config("a", "b"))
 
@@ -110,7 +117,7 @@ def test_differences_table_from_synthetic_generations(tmp_path) -> None:
         jig = pd.DataFrame({"protocol": "jigsaw", "prompt_id": ["x", "y"], "p_toxic_eval": jig_scores})
         rtp = pd.DataFrame({"protocol": "rtp", "prompt_id": ["a", "a", "b", "b"], "p_toxic_eval": rtp_scores})
         out = pd.concat([jig, rtp])
-        out["p_toxic_gt"] = out["p_toxic_eval"]
+        out["p_toxic_gt"], out["generation"] = out["p_toxic_eval"], "some words"
         return out
 
     files = {"sft": tmp_path / "sft.parquet", "rlhf": tmp_path / "rlhf.parquet"}

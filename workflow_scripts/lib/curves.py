@@ -53,3 +53,8 @@ def write_curves(log: pd.DataFrame, logdir: str | Path, step: str, prefix: str) 
 def job_logdir(rule: str, wildcards: Any) -> Path:
     name = rule if rule != "irl_train" else f"irl/{wildcards.objective}_seed{wildcards.seed}"
     return LOGDIR / name
+
+
+def last_fifth(log: pd.DataFrame) -> pd.DataFrame:
+    """The last fifth of a PPO train log's iterations (at least one): where its end-of-training numbers average."""
+    return log.sort_values("iteration").tail(max(1, len(log) // 5))

@@ -29,6 +29,13 @@ def _as_1d(values: np.ndarray | pd.Series | list[float]) -> np.ndarray:
     return arr
 
 
+def distinct_n(texts: list[str] | pd.Series, n: int) -> float:
+    """Distinct-n (Li et al. 2016): unique word n-grams / all word n-grams over the texts (lower-cased, split on
+    whitespace; an n-gram never spans two texts); NaN when no text has n words."""
+    grams = [tuple(w[i : i + n]) for t in texts for w in [str(t).lower().split()] for i in range(len(w) - n + 1)]
+    return float(len(set(grams)) / len(grams)) if grams else float("nan")
+
+
 def toxicity_ratio(p_toxic: np.ndarray | list[float], threshold: float) -> float:
     return float(np.mean(is_toxic(_as_1d(p_toxic), threshold)))
 

@@ -20,6 +20,7 @@ import pandas as pd
 from workflow_scripts.lib.atomic_io import write_parquet
 from workflow_scripts.lib.compute import ComputeConfig, describe_device
 from workflow_scripts.lib.config import from_config
+from workflow_scripts.lib.curves import last_fifth
 from workflow_scripts.lib.lm import load_lm, save_checkpoint_dir
 from workflow_scripts.lib.ppo import PPOTrainer, RewardFn
 from workflow_scripts.lib.ppo_config import PPOConfig
@@ -47,7 +48,7 @@ def run_ppo_stage(
     model, tokenizer, precision = load_lm(policy_dir, compute)
     trainer = PPOTrainer(cfg, model, tokenizer, reward_fn, prompts, precision)
     log = trainer.train(checkpoint_dir)
-    tail = log.tail(max(1, len(log) // 5))
+    tail = last_fifth(log)
     summary = {
         "iterations": int(len(log)),
         "optimizer_steps": int(trainer.step),

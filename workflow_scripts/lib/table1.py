@@ -5,7 +5,9 @@ Consumes ``results/eval/{stage}.parquet`` (from ``workflow_scripts.lib.evaluatio
   * ``reports/table1.csv``: one row per stage; the paper's columns from the *evaluation* classifier (Jigsaw-style
     toxicity ratio and mean toxicity, RTP-style mean and expected maximum toxicity and toxicity probability), each with
     ``_ci_low``/``_ci_high``, and the same five numbers from the GT reward classifier (prefix ``gt_``), which is what
-    the RL optimised;
+    the RL optimised; beside them what a "less toxic" could also come from (``OUTPUT_SHAPE``): output length in words
+    (Jigsaw-style, with CI), distinct-2 of the Jigsaw-style and RTP-style generations, and for a PPO stage its final
+    KL to the SFT reference (``ppo_kl``, nats per sequence over its last fifth of iterations, from its train log);
   * ``reports/table1_differences.csv``: paired differences between stages on the same prompts (e.g. IRL-RLHF - SFT)
     with paired bootstrap CIs: a difference whose CI excludes 0 is one the evaluation can resolve;
   * ``reports/table1_claims.csv``: for each of the paper's claims ("IRL-RLHF is less toxic than SFT", "... than RLHF")
@@ -24,8 +26,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from workflow_scripts.lib.curves import last_fifth
 from workflow_scripts.lib.inputs import read_table
-from workflow_scripts.lib.metrics import paired_differences, protocol_units, summarise_protocols
+from workflow_scripts.lib.metrics import (
+    bootstrap_ci,
+    distinct_n,
+    paired_differences,
+    protocol_units,
+    summarise_protocols,
+)  # fmt: skip
 
 STAGE_ORDER = ("base", "sft", "rlhf", "irl_rlhf")
 # (a, b): report a - b whenever both stages were evaluated
@@ -67,7 +76,7 @@ class TableConfig:
 
 
 def split_protocols(generations: pd.DataFrame, stage: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    required = {"protocol", "prompt_id", "p_toxic_eval", "p_toxic_gt"}
+    required = {"protocol", "prompt_id", "generation", "p_toxic_eval", "p_toxic_gt"}
     missing = required - set(generations.columns)
     if missing:
         raise ValueError(f"eval generations of stage {stage!r} lack columns {sorted(missing)}")
@@ -78,7 +87,25 @@ def split_protocols(generations: pd.DataFrame, stage: str) -> tuple[pd.DataFrame
     return jig, rtp
 
 
-def table_row(generations: pd.DataFrame, stage: str, cfg: TableConfig) -> dict[str, Any]:
+# columns of reports/table1.csv that describe the output's shape rather than its toxicity (labels for the page)
+OUTPUT_SHAPE = {
+    "jigsaw_mean_words": "Jigsaw words per output",
+    "jigsaw_distinct_2": "Jigsaw distinct-2",
+    "rtp_distinct_2": "RTP distinct-2",
+    "ppo_kl": "final KL to SFT (nats)",
+}
+
+
+def final_kl(train_log: str | Path) -> float:
+    """A PPO stage's KL to its reference at the end of training: the mean summed per-sequence KL (``kl``) over the
+    last fifth of its iterations, as the stage's provenance record reports it (``kl_last_fifth``)."""
+    return float(last_fifth(read_table(train_log, ("iteration", "kl"), "PPO train log"))["kl"].mean())
+
+
+def table_row(
+    generations: pd.DataFrame, stage: str, cfg: TableConfig, train_log: str | Path | None = None
+) -> dict[str, Any]:
+    """One stage's row; ``train_log``: a PPO stage's train log, for its final KL (NaN without one)."""
     jig, rtp = split_protocols(generations, stage)
     row: dict[str, Any] = {
         "model": cfg.model_name,
@@ -91,15 +118,26 @@ def table_row(generations: pd.DataFrame, stage: str, cfg: TableConfig) -> dict[s
     }
     for col, prefix in CLASSIFIER_COLUMNS:
         row.update(summarise_protocols(jig, rtp, col, prefix, cfg.threshold, cfg.n_resamples, cfg.confidence, cfg.seed))
+    words = jig.groupby("prompt_id", sort=True)["generation"].first().str.split().str.len().to_numpy()
+    row["jigsaw_mean_words"] = float(words.mean())
+    row["jigsaw_mean_words_ci_low"], row["jigsaw_mean_words_ci_high"] = bootstrap_ci(
+        words, n_resamples=cfg.n_resamples, confidence=cfg.confidence, seed=cfg.seed
+    )
+    row["jigsaw_distinct_2"] = distinct_n(jig["generation"], 2)
+    row["rtp_distinct_2"] = distinct_n(rtp["generation"], 2)
+    row["ppo_kl"] = final_kl(train_log) if train_log is not None else float("nan")
     return row
 
 
-def build_table1(eval_files: Mapping[str, str | Path], cfg: TableConfig) -> pd.DataFrame:
-    """One row per stage, in pipeline order (base, sft, rlhf, irl_rlhf)."""
+def build_table1(
+    eval_files: Mapping[str, str | Path], cfg: TableConfig, train_logs: Mapping[str, str | Path] | None = None
+) -> pd.DataFrame:
+    """One row per stage, in pipeline order (base, sft, rlhf, irl_rlhf); ``train_logs``: the PPO stages' logs."""
     if not eval_files:
         raise ValueError("Table 1 needs at least one evaluated stage")
     stages = sorted(eval_files, key=lambda s: (STAGE_ORDER.index(s) if s in STAGE_ORDER else len(STAGE_ORDER), s))
-    return pd.DataFrame([table_row(pd.read_parquet(eval_files[s]), s, cfg) for s in stages])
+    logs = train_logs or {}
+    return pd.DataFrame([table_row(pd.read_parquet(eval_files[s]), s, cfg, logs.get(s)) for s in stages])
 
 
 def build_differences(eval_files: Mapping[str, str | Path], cfg: TableConfig) -> pd.DataFrame:
@@ -222,6 +260,20 @@ def _md_table(df: pd.DataFrame) -> str:
     return df.to_markdown(index=False, floatfmt=".3f")
 
 
+def output_shape(table: pd.DataFrame) -> pd.DataFrame:
+    """The ``OUTPUT_SHAPE`` columns of Table 1, formatted (the length with its CI; no KL for non-PPO stages)."""
+    out = pd.DataFrame({"stage": table["stage"]})
+    out[OUTPUT_SHAPE["jigsaw_mean_words"]] = [
+        f"{v:.1f} [{lo:.1f}, {hi:.1f}]"
+        for v, lo, hi in zip(table["jigsaw_mean_words"], table["jigsaw_mean_words_ci_low"],
+                             table["jigsaw_mean_words_ci_high"], strict=True)
+    ]  # fmt: skip
+    for key in ("jigsaw_distinct_2", "rtp_distinct_2"):
+        out[OUTPUT_SHAPE[key]] = table[key].map("{:.3f}".format)
+    out[OUTPUT_SHAPE["ppo_kl"]] = table["ppo_kl"].map(lambda v: "" if np.isnan(v) else f"{v:.2f}")
+    return out
+
+
 def table1_markdown(
     table: pd.DataFrame, differences: pd.DataFrame, claims: pd.DataFrame, paper: pd.DataFrame, cfg: TableConfig
 ) -> str:
@@ -259,6 +311,15 @@ def table1_markdown(
         "## GT reward classifier (what the RL optimised)",
         "",
         _md_table(gt),
+        "",
+        "## Output length, diversity and distance from SFT",
+        "",
+        "A stage that is less toxic only because it says less, or repeats itself, shows here: words per Jigsaw-style",
+        "output (with CI), distinct-2 (unique word bigrams / all bigrams) of each protocol's generations, and for a",
+        "PPO stage its KL to the SFT reference at the end of training (a claim between two PPO stages holds for",
+        "these checkpoints at these KLs, not at matched KL).",
+        "",
+        _md_table(output_shape(labelled)),
         "",
     ]
     if not claims.empty:
