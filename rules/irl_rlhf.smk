@@ -6,6 +6,7 @@ rule irl_rlhf:
         train="results/data/train.parquet",
         metrics=irl_rlhf_runs("results/irl/{objective}/seed{seed}/metrics.parquet"),
         reward_models=irl_rlhf_runs("results/irl/{objective}/seed{seed}/reward_model"),
+        **HUB_INPUT,
     output:
         model=directory("results/irl_rlhf/model"),
         log="results/irl_rlhf/train_log.parquet",
@@ -14,6 +15,8 @@ rule irl_rlhf:
         max_prompt_tokens=PROMPT_TOKENS,
         rlhf=irl_rlhf_ppo_params(),
         irl_rlhf=irl_rlhf_reward_params(),
+        reward_text=config["rlhf"]["reward_text"],  # the GT reward, logged beside the learned one
+        gt_classifier=with_resolved_wheel(config["gt_classifier"]),
         checkpoint_dir="results/irl_rlhf/checkpoints",
     log:
         "logs/irl_rlhf.log",

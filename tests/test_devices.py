@@ -130,7 +130,7 @@ def test_ppo_and_sft_provenance_record_the_resolved_device(tiny_model_dir: Path,
     rlhf = {"total_steps": 4, "num_rollouts": 8, "chunk_size": 8, "ppo_epochs": 1, "batch_size": 4}
     rlhf |= {"num_layers_unfrozen": 1, "max_new_tokens": 4, "seed": 5}
     smk = ppo_job(rlhf, {"device": "auto", "precision": "bf16"}, tiny_model_dir, tmp_path / "rlhf")
-    run_ppo_job(smk, PROMPTS, length_reward, {"kind": "length"})
+    run_ppo_job(smk, PROMPTS, length_reward, {"kind": "length"}, monitor=length_reward)
     resolved = "cuda:0" if torch.cuda.is_available() else "cpu"
     expected = describe_device(resolved, "bf16", requested="auto")
     assert json.loads((tmp_path / "rlhf" / "model" / "provenance.json").read_text())["compute"] == expected

@@ -391,7 +391,11 @@ def test_ppo_job_writes_the_checkpoint_log_and_drops_resume_state(tiny_model_dir
     rlhf = {"total_steps": 8, "num_rollouts": 8, "chunk_size": 8, "ppo_epochs": 2, "batch_size": 4}
     rlhf |= {"num_layers_unfrozen": 1, "max_new_tokens": 6, "seed": 5}
     smk = ppo_job(rlhf, {"device": "cpu", "precision": "fp32"}, tiny_model_dir, tmp_path)
-    run_ppo_job(smk, PROMPTS, length_reward, {"kind": "length"})
+
+    def shortness(prompts, completions) -> torch.Tensor:  # a monitor: logged, never optimised
+        return -length_reward(prompts, completions)
+
+    run_ppo_job(smk, PROMPTS, length_reward, {"kind": "length"}, monitor=shortness)
     out = tmp_path / "model"
     assert {"model.safetensors", "value_head.safetensors", "provenance.json", "config.json"} <= {
         p.name for p in out.iterdir()
@@ -401,5 +405,14 @@ def test_ppo_job_writes_the_checkpoint_log_and_drops_resume_state(tiny_model_dir
     record = json.loads((out / "provenance.json").read_text())
     assert record["stage"] == "rlhf" and record["optimizer_steps"] == 8 and record["reward"] == {"kind": "length"}
     assert record["config"]["learning_rate"] == schema_defaults("rlhf")["learning_rate"]  # nothing overrode it
-    assert len(pd.read_parquet(tmp_path / "train_log.parquet")) == 2
-    assert not (tmp_path / "checkpoints").exists()
+    log = pd.read_parquet(tmp_path / "train_log.parquet")
+    assert len(log) == 2 and not (tmp_path / "checkpoints").exists()
+    np.testing.assert_allclose(log["monitor_reward_mean"], -log["reward_raw_mean"], rtol=1e-6)
+    # the monitor changes nothing else: the same job monitoring the reward itself trains the same weights (the same
+    # computation, exact)
+    again = ppo_job(rlhf, {"device": "cpu", "precision": "fp32"}, tiny_model_dir, tmp_path / "again")
+    run_ppo_job(again, PROMPTS, length_reward, {"kind": "length"}, monitor=length_reward)
+    other = pd.read_parquet(tmp_path / "again" / "train_log.parquet")
+    pd.testing.assert_series_equal(other["monitor_reward_mean"], other["reward_raw_mean"], check_names=False)
+    weights, again_weights = load_file(out / "model.safetensors"), load_file(tmp_path / "again/model/model.safetensors")
+    assert all(torch.equal(weights[k], again_weights[k]) for k in weights)

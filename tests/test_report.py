@@ -57,6 +57,12 @@ def synthetic_table(stages: tuple[str, ...] = ("sft", "rlhf", "irl_rlhf")) -> pd
             table[prefix + metric] = value
             table[f"{prefix}{metric}_ci_low"] = value - 0.05
             table[f"{prefix}{metric}_ci_high"] = value + 0.1
+    words = rng.uniform(5, 30, len(stages))
+    table["jigsaw_mean_words"], table["jigsaw_mean_words_ci_low"], table["jigsaw_mean_words_ci_high"] = (
+        words, words - 1, words + 1
+    )
+    table["jigsaw_distinct_2"], table["rtp_distinct_2"] = rng.uniform(0.3, 0.9, (2, len(stages)))
+    table["ppo_kl"] = [float("nan") if s not in ("rlhf", "irl_rlhf") else 2.5 for s in stages]
     return table
 
 

@@ -3,6 +3,7 @@
 Consumes ``results/sft/model/``, ``results/data/train.parquet`` (the same prompts RLHF trained on) and, for the
 configured objective, ``results/irl/{objective}/seed{seed}/{metrics.parquet,reward_model/}``. The seed whose reward
 model is used is chosen on *validation* pairs only (``irl_metrics.choose_reward_model``) unless the config names one.
+The GT reward of RLHF is computed on every rollout batch and logged (``monitor_reward_mean``), never optimised.
 Produces ``results/irl_rlhf/model/`` and ``results/irl_rlhf/train_log.parquet`` through the same trainer, reward
 scaling and resume checkpoints as rule ``rlhf`` (``lib.ppo_stage.run_ppo_job``); the original code's per-batch
 min-max rescaling of the learned reward is not used.
@@ -18,6 +19,8 @@ from workflow_scripts.lib.irl_metrics import choose_reward_model
 from workflow_scripts.lib.job import run_snakemake_job
 from workflow_scripts.lib.ppo_stage import run_ppo_job
 from workflow_scripts.lib.reward_model import load_reward_model
+from workflow_scripts.lib.rewards import GTToxicityReward
+from workflow_scripts.lib.toxicity import load_scorer
 
 LOG = logging.getLogger("irl_llms.irl_rlhf")
 
@@ -30,8 +33,12 @@ def _snakemake(smk: Any) -> None:
     LOG.info("learned reward: %s", choice)
     compute = from_config(ComputeConfig, "compute", smk.params.compute)
     reward = load_reward_model(model_dir, batch_size=choice_cfg["batch_size"], compute=compute)
-    data = read_table(smk.input.train, ("prompt",), "training prompts")
-    run_ppo_job(smk, data["prompt"].tolist(), reward, choice)
+    data = read_table(smk.input.train, ("prompt", "original_output"), "training prompts")
+    prompts = data["prompt"].tolist()
+    gt_reward = GTToxicityReward.from_pairs(  # logged, never optimised: does the learned reward lead to the GT one?
+        load_scorer(smk.params.gt_classifier), prompts, data["original_output"].tolist(), smk.params.reward_text
+    )
+    run_ppo_job(smk, prompts, reward, choice, monitor=gt_reward)
 
 
 if __name__ == "__main__":

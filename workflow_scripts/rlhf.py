@@ -19,7 +19,7 @@ def _snakemake(smk: Any) -> None:
         load_scorer(smk.params.gt_classifier), prompts, data["original_output"].tolist(), smk.params.reward_text
     )
     description = {"kind": "gt_toxicity", "classifier": smk.params.gt_classifier, "text": smk.params.reward_text}
-    run_ppo_job(smk, prompts, reward, description)
+    run_ppo_job(smk, prompts, reward, description, monitor=reward)  # the GT reward, logged like IRL-RLHF's
 
 
 if __name__ == "__main__":

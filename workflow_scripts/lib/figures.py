@@ -4,7 +4,9 @@
   (lines) of each objective's selected run; (b) accuracy and F1 of the selected models with CIs.
 * Figure 3 (``fig3_ppo_curves``): PPO training curves of RLHF (solid) and IRL-RLHF (dashed) over optimizer steps, from
   ``results/{rlhf,irl_rlhf}/train_log.parquet``: total and policy loss, returns mean and std, the normalised reward
-  mean (what PPO saw after running-std scaling, comparable across the two rewards) and the KL to the SFT reference.
+  mean (what PPO saw after running-std scaling, comparable across the two rewards), the GT reward of the same
+  rollouts (for IRL-RLHF logged, never optimised: does climbing the learned reward buy GT reward?) and the KL to the
+  SFT reference.
 * Figure 4 (``fig4_table1``): Table 1 as bars with 95% CI whiskers, from ``reports/table1.csv``: one panel per metric,
   the evaluation classifier in the top row and the GT reward classifier in the bottom row.
 * Figure 5 (``irl_report``): held-out accuracy of every IRL run, seed x epoch, one panel per objective.
@@ -32,7 +34,8 @@ PPO_PANELS = (
     ("policy_loss", "policy loss"),
     ("returns_mean", "returns mean"),
     ("returns_std", "returns std"),
-    ("reward_raw_mean", "reward mean (raw)"),
+    ("reward_raw_mean", "reward mean (raw, the optimised one)"),
+    ("monitor_reward_mean", "GT reward mean (raw)"),
     ("reward_mean", "reward mean (clipped, scaled)"),
     ("kl", "KL to SFT (nats / sequence)"),
     ("entropy", "entropy (nats / token)"),
@@ -57,7 +60,7 @@ def figure3_ppo_curves(logs: Mapping[str, pd.DataFrame]) -> plt.Figure:
         raise ValueError("Figure 3 needs at least one PPO training log")
     sns.set_theme(style="whitegrid", context="paper")
     palette = dict(zip(PPO_STYLES, sns.color_palette("colorblind", len(PPO_STYLES)), strict=True))
-    fig, axes = plt.subplots(2, 4, figsize=(17, 6.5))
+    fig, axes = plt.subplots(3, 3, figsize=(14, 9.5))
     for ax, (column, title) in zip(axes.flat, PPO_PANELS, strict=True):
         for stage, log in logs.items():
             if column not in log.columns or "step" not in log.columns:

@@ -196,11 +196,14 @@ class PPOTrainer:
 
     def __init__(
         self, cfg: PPOConfig, model: Any, tokenizer: Any, reward_fn: RewardFn, prompts: Sequence[str],
-        precision: Precision | None = None,
+        precision: Precision | None = None, monitor: RewardFn | None = None,
     ) -> None:  # fmt: skip
+        """``monitor``: a second reward, only logged (``monitor_reward_mean``), never optimised: the GT reward while
+        IRL-RLHF climbs the learned one (``monitor is reward_fn`` logs the reward itself, scored once)."""
         if len(prompts) == 0:
             raise ValueError("PPO needs at least one training prompt; the prompt set is empty")
         self.cfg, self.tokenizer, self.reward_fn, self.prompts = cfg, tokenizer, reward_fn, list(prompts)
+        self.monitor = monitor
         self.precision = precision or Precision.default(next(model.parameters()).device)
         # identifies the initial policy (= the reference): a checkpoint of another model or tokenizer is never resumed
         self.init_fingerprint = model_fingerprint(model, tokenizer)
@@ -237,6 +240,11 @@ class PPOTrainer:
             raise FloatingPointError(
                 f"{err} at iteration {self.iteration}; stopping (the last good checkpoint is kept)"
             ) from err
+        monitored = None
+        if self.monitor is not None:
+            monitored = raw if self.monitor is self.reward_fn else check_reward_output(
+                self.monitor(prompts, completions), len(prompts), "monitor reward"
+            )  # fmt: skip
         scores = scale_scores(raw, self.cfg.scale_reward, self.cfg.cliprange_reward, self.running)
         batch, score_stats = score_rollouts(
             self.policy, conts, self.tokenizer.pad_token_id, scores, self.kl_ctl.value, self.cfg, self.precision
@@ -246,6 +254,7 @@ class PPOTrainer:
             "reward_raw_mean": float(raw.mean()),
             "reward_raw_std": float(raw.std()) if raw.numel() > 1 else 0.0,
             "reward_mean": float(scores.mean()),
+            **({} if monitored is None else {"monitor_reward_mean": float(monitored.mean())}),
             **score_stats,
             "response_tokens": n_tokens,
             "mean_response_length": n_tokens / len(conts),

@@ -41,12 +41,14 @@ def run_ppo_stage(
     checkpoint_dir: str | Path,
     reward_description: dict[str, Any],
     compute: ComputeConfig | None = None,
+    monitor: RewardFn | None = None,
 ) -> pd.DataFrame:
-    """PPO from ``policy_dir``; writes the final checkpoint and log atomically, then drops the resume checkpoints."""
+    """PPO from ``policy_dir``; writes the final checkpoint and log atomically, then drops the resume checkpoints.
+    ``monitor``: a reward logged beside the optimised one (``PPOTrainer``)."""
     compute = compute or ComputeConfig.default()
     seed_everything(cfg.seed)
     model, tokenizer, precision = load_lm(policy_dir, compute)
-    trainer = PPOTrainer(cfg, model, tokenizer, reward_fn, prompts, precision)
+    trainer = PPOTrainer(cfg, model, tokenizer, reward_fn, prompts, precision, monitor)
     log = trainer.train(checkpoint_dir)
     tail = last_fifth(log)
     summary = {
@@ -76,12 +78,15 @@ def run_ppo_stage(
     return log
 
 
-def run_ppo_job(smk: Any, prompts: list[str], reward_fn: RewardFn, reward_description: dict[str, Any]) -> None:
+def run_ppo_job(
+    smk: Any, prompts: list[str], reward_fn: RewardFn, reward_description: dict[str, Any], monitor: RewardFn
+) -> None:
     """``run_ppo_stage`` wired to a PPO rule: ``params.{rlhf,compute,checkpoint_dir,max_prompt_tokens}``, ``input.sft``,
-    ``output.{model,log}`` (rules ``rlhf`` and ``irl_rlhf``; ``params.rlhf`` holds the rule's PPO settings)."""
+    ``output.{model,log}`` (rules ``rlhf`` and ``irl_rlhf``; ``params.rlhf`` holds the rule's PPO settings);
+    ``monitor``: the GT reward, logged as ``monitor_reward_mean`` (for rlhf, the reward itself)."""
     run_ppo_stage(
         smk.rule, from_config(PPOConfig, "rlhf", smk.params.rlhf, max_prompt_tokens=smk.params.max_prompt_tokens),
         smk.input.sft, prompts, reward_fn,
         smk.output.model, smk.output.log, smk.params.checkpoint_dir, reward_description,
-        from_config(ComputeConfig, "compute", smk.params.compute),
+        from_config(ComputeConfig, "compute", smk.params.compute), monitor,
     )  # fmt: skip
