@@ -98,6 +98,7 @@ rule irl_report:
         metrics=irl_report_runs("results/irl/{objective}/seed{seed}/metrics.parquet"),
         rewards=irl_report_runs("results/irl/{objective}/seed{seed}/rewards.parquet"),
         paper=PAPER_IRL_RUNS,
+        heldout_texts="results/data/eval.parquet",
     output:
         summary=report_item("reports/irl_metrics.csv", "irl_metrics", "IRL", "Metrics", "IRL metrics"),
         long="reports/irl_metrics_long.csv",
@@ -110,10 +111,16 @@ rule irl_report:
         html=report_item("reports/irl_metrics.html", "irl_metrics", "IRL", "Metrics", "IRL metrics, readable"),
         fig2=report_item("reports/figures/fig2_irl.png", "fig2", "Figures", "IRL", "Figure 2"),
         fig5=report_item("reports/figures/fig5_irl_heatmap.png", "fig5", "Figures", "IRL", "Figure 5"),
+        disagreements="reports/irl_disagreements.csv",
+        disagreements_html=report_item(
+            "reports/irl_disagreements.html", "irl_disagreements", "IRL", "What it learned", "disagreements"
+        ),
         fig2_svg="reports/figures/fig2_irl.svg",
         fig5_svg="reports/figures/fig5_irl_heatmap.svg",
     params:
         bootstrap=canonical(config["irl"]["bootstrap"]),
+        chosen_objective=config["irl_rlhf"]["objective"],
+        n_disagreements=config["evaluation"]["examples"],
     log:
         "logs/irl/report.log",
     threads: 1

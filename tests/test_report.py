@@ -59,7 +59,9 @@ def synthetic_table(stages: tuple[str, ...] = ("sft", "rlhf", "irl_rlhf")) -> pd
             table[f"{prefix}{metric}_ci_high"] = value + 0.1
     words = rng.uniform(5, 30, len(stages))
     table["jigsaw_mean_words"], table["jigsaw_mean_words_ci_low"], table["jigsaw_mean_words_ci_high"] = (
-        words, words - 1, words + 1
+        words,
+        words - 1,
+        words + 1,
     )
     table["jigsaw_distinct_2"], table["rtp_distinct_2"] = rng.uniform(0.3, 0.9, (2, len(stages)))
     table["ppo_kl"] = [float("nan") if s not in ("rlhf", "irl_rlhf") else 2.5 for s in stages]
@@ -247,3 +249,23 @@ def test_example_page_is_seeded_escaped_and_complete() -> None:
     assert page.count("<table>") == 5 and "Content warning" in page
     assert "&lt;b&gt;" in page and "<b>" not in page  # model text is escaped, never rendered as HTML
     assert "<td>IRL-RLHF</td>" in page and "<td>0.250</td><td>0.500</td>" in page
+
+
+def test_disagreements_rank_both_ways_and_escape() -> None:
+    from workflow_scripts.lib.examples import disagreements, disagreements_page
+
+    # 6 texts; the learned reward agrees with GT except: text 4 (GT: most toxic) it ranks cleanest, text 1 (GT:
+    # second cleanest) it ranks most toxic
+    gt = np.array([0.5, 2.0, 1.0, 3.0, -3.0, -1.0])
+    reward = np.array([0.1, -9.0, 0.2, 0.9, 5.0, -0.5])
+    heldout = pd.DataFrame({"text_index": [5, 4, 3, 2, 1, 0], "reward": reward[::-1], "gt_reward": gt[::-1],
+                            "gt_toxic": (gt < 0)[::-1]})  # fmt: skip
+    texts = [f"text <{i}>" for i in range(6)]
+    table = disagreements(heldout, texts, 1)
+    assert table["text_index"].tolist() == [4, 1]
+    assert table.loc[0, "disagreement"] == pytest.approx(1 - 1 / 6) and table.loc[0, "text"] == "text <4>"
+    assert table["direction"].str.contains("cleaner").tolist() == [True, False]
+    page = disagreements_page(table, "max_margin, seed 0")
+    assert "Content warning" in page and "text &lt;4&gt;" in page and "text <4>" not in page
+    with pytest.raises(ValueError, match="index 7 texts, but 6"):
+        disagreements(heldout.assign(text_index=range(1, 7)), texts, 1)

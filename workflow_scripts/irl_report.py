@@ -12,13 +12,16 @@ Consumes ``results/irl/{objective}/seed{seed}/{metrics,rewards}.parquet``. Produ
   * ``reports/irl_seed_agreement.csv`` -- Spearman correlation between the learned rewards of every pair of seeds on the
     held-out texts: how (non-)identifiable the reward is, in numbers;
   * ``reports/irl_metrics.html`` -- both tables as a page the report shows inline;
+  * ``reports/irl_disagreements.{csv,html}`` -- what the learned reward learned: the held-out texts on which the reward
+    IRL-RLHF would optimise (``irl_rlhf.objective``, its validation-best seed) and the GT classifier disagree most,
+    each way (``evaluation.examples`` of each), behind a content warning;
   * ``reports/figures/fig2_irl.png`` and ``fig5_irl_heatmap.png``.
 """
 
 from typing import Any
 
-from workflow_scripts.lib import figures, irl_metrics
-from workflow_scripts.lib.atomic_io import write_csv
+from workflow_scripts.lib import examples, figures, irl_metrics
+from workflow_scripts.lib.atomic_io import write_csv, write_text
 from workflow_scripts.lib.config import section_values
 from workflow_scripts.lib.inputs import read_table
 from workflow_scripts.lib.job import run_snakemake_job
@@ -37,6 +40,13 @@ def _snakemake(smk: Any) -> None:
     protocol = irl_metrics.paper_protocol_table(irl_metrics.paper_protocol(metrics, rewards), paper)
     write_csv(protocol, smk.output.paper_protocol)
     write_markdown_page(irl_metrics.markdown_page(summary, agreement, protocol), "IRL metrics", smk.output.html)
+    chosen = irl_metrics.best_run(irl_metrics.select_runs(metrics[metrics["objective"] == smk.params.chosen_objective]))
+    heldout = irl_metrics.run_texts(rewards, chosen, "heldout")
+    texts = read_table(smk.input.heldout_texts, ("text",), "held-out texts")["text"].tolist()
+    run = f"{chosen['objective']}, seed {int(chosen['seed'])} (best on validation pairs), epoch {int(chosen['epoch'])}"
+    disagree = examples.disagreements(heldout, texts, smk.params.n_disagreements)
+    write_csv(disagree, smk.output.disagreements)
+    write_text(examples.disagreements_page(disagree, run), smk.output.disagreements_html)
     figures.save_figure(figures.figure2(metrics, summary), smk.output.fig2, smk.output.fig2_svg)
     figures.save_figure(figures.figure5_heatmap(metrics), smk.output.fig5, smk.output.fig5_svg)
 

@@ -65,3 +65,53 @@ def write_examples(
     examples = pick_examples({s: pd.read_parquet(p) for s, p in paths.items()}, n, seed)
     write_text(examples_page(examples, list(paths), classifiers), out)
     return examples
+
+
+# ============================================================================================ what the reward learned
+def disagreements(heldout: pd.DataFrame, texts: Sequence[str], n: int) -> pd.DataFrame:
+    """The held-out texts on which a learned reward and the GT classifier disagree most, each way.
+
+    ``heldout``: one run's per-text rewards on the held-out texts (``text_index``, ``reward``, ``gt_reward``,
+    ``gt_toxic``; GT reward = -toxic logit, higher = cleaner for both), ``texts`` the held-out texts in
+    ``text_index`` order. Disagreement = the text's percentile under the learned reward minus its percentile under
+    the GT reward: the ``n`` largest (``learned reward calls it cleaner``) and the ``n`` smallest (``... more
+    toxic``)."""
+    if len(heldout) == 0:
+        raise ValueError("no held-out rewards to compare with the GT classifier")
+    if heldout["text_index"].max() >= len(texts):
+        raise ValueError(f"held-out rewards index {heldout['text_index'].max() + 1} texts, but {len(texts)} were given")
+    frame = heldout.sort_values("text_index").reset_index(drop=True)
+    frame["reward_percentile"] = frame["reward"].rank(pct=True)
+    frame["gt_percentile"] = frame["gt_reward"].rank(pct=True)
+    frame["disagreement"] = frame["reward_percentile"] - frame["gt_percentile"]
+    frame["text"] = [texts[i] for i in frame["text_index"]]
+    ordered = frame.sort_values(["disagreement", "text_index"], ascending=[False, True])
+    cleaner = ordered.head(n).assign(direction="learned reward calls it cleaner than GT")
+    toxic = ordered.iloc[::-1].head(n).assign(direction="learned reward calls it more toxic than GT")
+    columns = ["direction", "text_index", "text", "reward", "reward_percentile", "gt_reward", "gt_percentile",
+               "gt_toxic", "disagreement"]  # fmt: skip
+    return pd.concat([cleaner, toxic], ignore_index=True)[columns]
+
+
+def disagreements_page(table: pd.DataFrame, run: str) -> str:
+    """The HTML page of ``disagreements`` for the named ``run``, behind the content warning, every text escaped."""
+    parts = [
+        "<h1>What the learned reward learned: where it and the GT classifier disagree most</h1>",
+        f"<p><strong>{html.escape(WARNING)}</strong></p>",
+        f"<p>Reward model: {html.escape(run)}. Held-out eval texts (never seen by IRL), ranked by the learned reward "
+        "and by the GT reward (-toxic logit; higher = cleaner for both); disagreement = percentile under the learned "
+        "reward minus percentile under GT.</p>",
+    ]
+    for direction, group in table.groupby("direction", sort=False):
+        cells = "".join(
+            f"<tr><td>{html.escape(r['text'])}</td><td>{r['reward']:.3f} ({r['reward_percentile']:.0%})</td>"
+            f"<td>{r['gt_reward']:.3f} ({r['gt_percentile']:.0%})</td><td>{'toxic' if r['gt_toxic'] else 'clean'}"
+            "</td></tr>"
+            for _, r in group.iterrows()
+        )
+        parts.append(
+            f"<h2>{html.escape(str(direction))}</h2><table><tr><th>text</th><th>learned reward (percentile)</th>"
+            f"<th>GT reward (percentile)</th><th>GT label</th></tr>{cells}</table>"
+        )
+    head = f"<meta charset='utf-8'><title>What the learned reward learned</title><style>{HTML_STYLE}</style>"
+    return f"<!DOCTYPE html><html><head>{head}</head><body>{''.join(parts)}</body></html>\n"
