@@ -149,7 +149,8 @@ def test_irl_reward_model_provenance_records_the_resolved_device(
 ) -> None:
     from workflow_scripts.lib.config import from_config
     from workflow_scripts.lib.gt_classifier import GTToxicityClassifier
-    from workflow_scripts.lib.irl import IRLConfig, build_features, train_irl
+    from workflow_scripts.lib.irl import IRLConfig, train_irl
+    from workflow_scripts.lib.irl_data import build_features
 
     texts = pd.read_parquet(REPO / "resources" / "jigsaw_style_texts.parquet")
     toxic, benign = texts[texts.label == 1]["text"].head(6).tolist(), texts[texts.label == 0]["text"].head(6).tolist()

@@ -13,7 +13,7 @@ import torch
 from conftest import FP32_EPS, network_depth
 from workflow_scripts.lib.compute import ComputeConfig
 from workflow_scripts.lib.implicit_reward import log_ratio
-from workflow_scripts.lib.irl import text_parts
+from workflow_scripts.lib.irl_data import text_parts
 from workflow_scripts.lib.lm import load_lm
 
 CPU = ComputeConfig(device="cpu", precision="fp32")

@@ -15,15 +15,8 @@ from conftest import REPO, assert_fp32_sums_close, network_depth
 from workflow_scripts.lib.compute import ComputeConfig
 from workflow_scripts.lib.config import from_config
 from workflow_scripts.lib.gt_classifier import GTToxicityClassifier
-from workflow_scripts.lib.irl import (
-    FeatureStore,
-    IRLConfig,
-    build_features,
-    irl_loss,
-    pair_orientation,
-    split_pairs,
-    train_irl,
-)
+from workflow_scripts.lib.irl import IRLConfig, irl_loss, train_irl
+from workflow_scripts.lib.irl_data import FeatureStore, build_features, pair_orientation, split_pairs
 from workflow_scripts.lib.irl_metrics import choose_threshold
 from workflow_scripts.lib.lm import load_causal_lm, position_ids_from_mask
 from workflow_scripts.lib.reward_model import RewardModel, last_token_index, load_reward_model

@@ -1,12 +1,12 @@
 """Rule ``irl_features``: the frozen-bottom hidden states (and GT scores) of every text IRL touches, computed once for
 all objective x seed jobs -> ``results/irl/features.pt``, and the frozen backbone weights the reward model directories
-share -> ``results/irl/frozen_backbone.safetensors`` (``workflow_scripts.lib.irl.build_features``)."""
+share -> ``results/irl/frozen_backbone.safetensors`` (``workflow_scripts.lib.irl_data.build_features``)."""
 
 from typing import Any
 
 from workflow_scripts.lib.compute import ComputeConfig
 from workflow_scripts.lib.config import from_config
-from workflow_scripts.lib.irl import build_features
+from workflow_scripts.lib.irl_data import build_features
 from workflow_scripts.lib.job import run_snakemake_job
 from workflow_scripts.lib.toxicity import load_scorer
 

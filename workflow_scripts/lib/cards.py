@@ -33,7 +33,7 @@ LOADING = {
     "irl": 'from transformers import AutoModel, AutoTokenizer\n\nmodel = AutoModel.from_pretrained(".", '
     'trust_remote_code=True)\ntokenizer = AutoTokenizer.from_pretrained(".", trust_remote_code=True)\n'
     'rewards = model.score(["prompt + completion"], tokenizer, prompts=["prompt"])  # higher = less toxic\n'
-    "# (prompts: needed when config.pooling is mean, the completion's tokens; unused with last)",
+    "# (prompts: needed when config.reward_pooling is mean, the completion's tokens; unused with last)",
     "lm": "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
     'model = AutoModelForCausalLM.from_pretrained(".")\ntokenizer = AutoTokenizer.from_pretrained(".")',
 }

@@ -28,7 +28,7 @@ from workflow_scripts.lib.atomic_io import write_parquet
 from workflow_scripts.lib.compute import ComputeConfig
 from workflow_scripts.lib.generation import encode_prompts
 from workflow_scripts.lib.inputs import read_table
-from workflow_scripts.lib.irl import FeatureStore, text_parts, validation_pairs
+from workflow_scripts.lib.irl_data import FeatureStore, text_parts, validation_pairs
 from workflow_scripts.lib.irl_metrics import IMPLICIT, TEXT_SETS, choose_threshold, reward_metrics
 from workflow_scripts.lib.lm import load_lm, pad, position_ids_from_mask
 

@@ -1,5 +1,5 @@
 """A learned IRL reward model as a Hugging Face model (``trust_remote_code``): backbone + the reward head on the pooled
-final hidden state (``pooling``: ``last`` real token, or ``mean`` over the completion's tokens). Standalone on
+final hidden state (``reward_pooling``: ``last`` real token, or ``mean`` over the completion's tokens). Standalone on
 purpose: every saved reward model directory carries a copy of this file, so it loads from any folder without this
 repository::
 
@@ -29,11 +29,15 @@ class IRLRewardConfig(PretrainedConfig):
     model_type = "irl_reward"
 
     def __init__(
-        self, backbone: dict[str, Any] | None = None, max_text_tokens: int = 96, pooling: str = "last", **kwargs: Any
+        self,
+        backbone: dict[str, Any] | None = None,
+        max_text_tokens: int = 96,
+        reward_pooling: str = "last",
+        **kwargs: Any,
     ) -> None:
         self.backbone = dict(backbone or {})  # the backbone's own config (with its model_type)
         self.max_text_tokens = max_text_tokens  # (not "max_length": transformers reads that as a generation setting)
-        self.pooling = pooling  # last | mean
+        self.reward_pooling = reward_pooling  # last | mean (the pipeline's irl.pooling)
         super().__init__(**kwargs)
 
     def backbone_config(self) -> PretrainedConfig:
@@ -65,7 +69,7 @@ class IRLRewardModel(PreTrainedModel):
         positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
         last = (attention_mask.long() * (positions + 1)).argmax(-1)
         weights = torch.nn.functional.one_hot(last, attention_mask.shape[1]).float()
-        if self.config.pooling == "mean":
+        if self.config.reward_pooling == "mean":
             if completion_mask is None:
                 raise ValueError("mean pooling needs completion_mask")
             span = (completion_mask.bool() & attention_mask.bool()).float()
@@ -79,7 +83,7 @@ class IRLRewardModel(PreTrainedModel):
     ) -> torch.Tensor:
         """Rewards of whole texts (prompt + completion), higher = better; mean pooling needs ``prompts``, the prompt
         each text starts with."""
-        if self.config.pooling == "mean" and prompts is None:
+        if self.config.reward_pooling == "mean" and prompts is None:
             raise ValueError("mean pooling scores the completion: give the prompt each text starts with")
         out = []
         for i in range(0, len(texts), batch_size):

@@ -191,15 +191,30 @@ def ppo_update(
 
 
 # ============================================================================================ the trainer
+def score_completions(
+    reward_fn: RewardFn, monitor: RewardFn | None, prompts: list[str], completions: list[str], iteration: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The reward of each completion, checked (a NaN stops training, naming the iteration), and the monitor's (None
+    without one; the reward itself when the monitor is the reward function, scored once)."""
+    try:
+        raw = check_reward_output(reward_fn(prompts, completions), len(prompts), "reward function")
+    except FloatingPointError as err:
+        raise FloatingPointError(
+            f"{err} at iteration {iteration}; stopping (the last good checkpoint is kept)"
+        ) from err
+    if monitor is None or monitor is reward_fn:
+        return raw, None if monitor is None else raw
+    return raw, check_reward_output(monitor(prompts, completions), len(prompts), "monitor reward")
+
+
 class PPOTrainer:
-    """The loop: sample prompts -> roll out -> score -> update, with resumable checkpoints."""
+    """The loop: sample prompts -> roll out -> score -> update, with resumable checkpoints. ``monitor``: a second
+    reward, only logged (``monitor_reward_mean``): the GT reward while IRL-RLHF climbs the learned one."""
 
     def __init__(
         self, cfg: PPOConfig, model: Any, tokenizer: Any, reward_fn: RewardFn, prompts: Sequence[str],
         precision: Precision | None = None, monitor: RewardFn | None = None,
     ) -> None:  # fmt: skip
-        """``monitor``: a second reward, only logged (``monitor_reward_mean``), never optimised: the GT reward while
-        IRL-RLHF climbs the learned one (``monitor is reward_fn`` logs the reward itself, scored once)."""
         if len(prompts) == 0:
             raise ValueError("PPO needs at least one training prompt; the prompt set is empty")
         self.cfg, self.tokenizer, self.reward_fn, self.prompts = cfg, tokenizer, reward_fn, list(prompts)
@@ -234,17 +249,7 @@ class PPOTrainer:
         conts = [c[0] for c in generated]
         gen_seconds = time.perf_counter() - start
         completions = self.tokenizer.batch_decode([c.response_ids for c in conts], skip_special_tokens=True)
-        try:
-            raw = check_reward_output(self.reward_fn(prompts, completions), len(prompts), "reward function")
-        except FloatingPointError as err:
-            raise FloatingPointError(
-                f"{err} at iteration {self.iteration}; stopping (the last good checkpoint is kept)"
-            ) from err
-        monitored = None
-        if self.monitor is not None:
-            monitored = raw if self.monitor is self.reward_fn else check_reward_output(
-                self.monitor(prompts, completions), len(prompts), "monitor reward"
-            )  # fmt: skip
+        raw, monitored = score_completions(self.reward_fn, self.monitor, prompts, completions, self.iteration)
         scores = scale_scores(raw, self.cfg.scale_reward, self.cfg.cliprange_reward, self.running)
         batch, score_stats = score_rollouts(
             self.policy, conts, self.tokenizer.pad_token_id, scores, self.kl_ctl.value, self.cfg, self.precision

@@ -208,7 +208,7 @@ def export_hf(model: RewardModel, out: Path, frozen_shard: str | Path | None = N
     size = sum(t.numel() * t.element_size() for t in [*frozen.values(), *trained.values()])
     write_json({"metadata": {"total_size": size}, "weight_map": weight_map}, out / "model.safetensors.index.json")
     config = modeling_irl_reward.IRLRewardConfig(
-        backbone=model.lm.config.to_dict(), max_text_tokens=model.max_length, pooling=model.pooling,
+        backbone=model.lm.config.to_dict(), max_text_tokens=model.max_length, reward_pooling=model.pooling,
         auto_map={"AutoConfig": "modeling_irl_reward.IRLRewardConfig",
                   "AutoModel": "modeling_irl_reward.IRLRewardModel"},
     )  # fmt: skip
