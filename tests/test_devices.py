@@ -151,6 +151,7 @@ def test_irl_reward_model_provenance_records_the_resolved_device(
     from workflow_scripts.lib.gt_classifier import GTToxicityClassifier
     from workflow_scripts.lib.irl import IRLConfig, train_irl
     from workflow_scripts.lib.irl_data import build_features
+    from workflow_scripts.lib.text_data import split_at_middle_word
 
     texts = pd.read_parquet(REPO / "resources" / "jigsaw_style_texts.parquet")
     toxic, benign = texts[texts.label == 1]["text"].head(6).tolist(), texts[texts.label == 0]["text"].head(6).tolist()
@@ -158,7 +159,10 @@ def test_irl_reward_model_provenance_records_the_resolved_device(
                           "original_output": toxic,
                           "expert": benign, "non_expert": toxic})  # fmt: skip
     demos.to_parquet(tmp_path / "demos.parquet")
-    pd.DataFrame({"text": toxic[:3] + benign[:3]}).to_parquet(tmp_path / "texts.parquet")
+    split = pd.DataFrame(
+        [split_at_middle_word(t) for t in toxic[:3] + benign[:3]], columns=["prompt", "original_output"]
+    )
+    split.assign(text=split["prompt"] + split["original_output"]).to_parquet(tmp_path / "texts.parquet")
     features = tmp_path / "features.pt"
     gt = GTToxicityClassifier.from_wheel(gt_wheel)
     texts_path = tmp_path / "texts.parquet"

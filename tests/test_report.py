@@ -44,6 +44,10 @@ def test_figure3_draws_every_log_in_every_panel() -> None:
         assert ax.get_xlabel() == "optimizer step"
     with pytest.raises(ValueError, match="policy_loss"):
         figures.figure3_ppo_curves({"rlhf": ppo_log(0.0).drop(columns="policy_loss")})
+    # a log from before the GT monitor: its panel simply lacks that stage's line
+    old = figures.figure3_ppo_curves({"rlhf": ppo_log(0.0).drop(columns="monitor_reward_mean")})
+    titles = [ax.get_title() for ax in old.axes]
+    assert not old.axes[titles.index("GT reward mean (raw)")].get_lines()
 
 
 def synthetic_table(stages: tuple[str, ...] = ("sft", "rlhf", "irl_rlhf")) -> pd.DataFrame:

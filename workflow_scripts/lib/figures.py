@@ -40,6 +40,7 @@ PPO_PANELS = (
     ("kl", "KL to SFT (nats / sequence)"),
     ("entropy", "entropy (nats / token)"),
 )
+OPTIONAL_PPO_COLUMNS = {"monitor_reward_mean"}  # logged since the GT monitor; older logs lack it
 PPO_STYLES = {"rlhf": "-", "irl_rlhf": "--"}
 CLASSIFIER_ROWS = (("", "evaluation classifier"), ("gt_", "GT reward classifier"))
 
@@ -63,6 +64,8 @@ def figure3_ppo_curves(logs: Mapping[str, pd.DataFrame]) -> plt.Figure:
     fig, axes = plt.subplots(3, 3, figsize=(14, 9.5))
     for ax, (column, title) in zip(axes.flat, PPO_PANELS, strict=True):
         for stage, log in logs.items():
+            if column in OPTIONAL_PPO_COLUMNS and column not in log.columns:
+                continue  # a log written before the monitor existed: nothing to draw
             if column not in log.columns or "step" not in log.columns:
                 raise ValueError(f"PPO log of {stage!r} lacks column {column!r} or 'step'")
             ax.plot(
