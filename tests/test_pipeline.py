@@ -308,7 +308,7 @@ def test_html_report_embeds_tables_figures_and_config(pipeline_copy: Path) -> No
     assert "model_name: tiny-neox" in embedded["config_used.html"].decode()  # and readable in the browser
     assert "Figure 3 of the paper, reproduced" in html  # captions rendered from reports/*.rst
     page = embedded["table1.html"].decode()
-    assert page.count("<table>") == 4  # evaluation, GT, paired differences, the paper's table
+    assert page.count("<table>") == 5  # evaluation, GT, output shape, paired differences, the paper's table
     assert "<strong>IRL-RLHF is less toxic than SFT</strong>" in page
     irl_page = embedded["irl_metrics.html"].decode()
     assert irl_page.count("<table>") == 3 and "supervised ceiling (GT labels)" in irl_page
