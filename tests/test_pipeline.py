@@ -298,7 +298,7 @@ def test_html_report_embeds_tables_figures_and_config(pipeline_copy: Path) -> No
         "reports/figures/fig2_irl.png", "reports/figures/fig3_ppo_curves.png", "reports/figures/fig4_table1.png",
         "reports/figures/fig5_irl_heatmap.png", "reports/config_used.yaml", "reports/config_used.html",
         "reports/irl_metrics.html", "reports/examples.html", "reports/figures/fig_sft_loss.png",
-        "reports/irl_paper_protocol.csv",
+        "reports/irl_paper_protocol.csv", "reports/irl_disagreements.html",
     ]  # fmt: skip
     for rel in expected:
         assert embedded[Path(rel).name] == (pipeline_copy / rel).read_bytes(), rel
