@@ -236,6 +236,17 @@ def test_threshold_and_selection_never_see_test_labels(irl_inputs: dict) -> None
     assert not np.allclose(a["heldout_accuracy"], b["heldout_accuracy"])  # the test metrics did change
 
 
+def assert_scores_as_recorded(reward, out: Path, heldout: pd.DataFrame) -> None:
+    """The loaded reward scores the held-out texts as training recorded them at the selected epoch."""
+    metrics = pd.read_parquet(out / "metrics.parquet")
+    epoch = int(metrics.loc[metrics["selected"], "epoch"].iloc[0])
+    recorded = pd.read_parquet(out / "rewards.parquet")
+    recorded = recorded[(recorded["epoch"] == epoch) & (recorded["split"] == "heldout")].sort_values("text_index")
+    np.testing.assert_allclose(
+        reward.score(heldout["prompt"], heldout["original_output"]), recorded["reward"].to_numpy(), atol=1e-5
+    )
+
+
 def test_reward_model_round_trip(irl_inputs: dict) -> None:
     _, out = run(irl_inputs, "roundtrip", objective="bradley_terry")
     reward = load_reward_model(out / "reward_model", 32)
@@ -243,14 +254,7 @@ def test_reward_model_round_trip(irl_inputs: dict) -> None:
     got = reward(prompts, completions)
     assert got.dtype == torch.float32 and got.shape == (3,) and got[0] == got[2]
     # same scores as the rewards recorded during training for the selected epoch (held-out texts)
-    metrics = pd.read_parquet(out / "metrics.parquet")
-    epoch = int(metrics.loc[metrics["selected"], "epoch"].iloc[0])
-    recorded = pd.read_parquet(out / "rewards.parquet")
-    recorded = recorded[(recorded["epoch"] == epoch) & (recorded["split"] == "heldout")].sort_values("text_index")
-    heldout = irl_inputs["heldout"]
-    np.testing.assert_allclose(
-        reward.score(heldout["prompt"], heldout["original_output"]), recorded["reward"].to_numpy(), atol=1e-5
-    )
+    assert_scores_as_recorded(reward, out, irl_inputs["heldout"])
     with pytest.raises(FileNotFoundError, match="not a reward model directory"):
         load_reward_model(irl_inputs["tmp"], 32)
 
@@ -354,15 +358,9 @@ def test_mean_pooling_trains_and_round_trips(irl_inputs: dict) -> None:
     assert metrics["val_pair_accuracy"].iloc[1:].max() == 1.0
     reward = load_reward_model(out / "reward_model", 32)
     assert reward.model.pooling == "mean"
-    epoch = int(metrics.loc[metrics["selected"], "epoch"].iloc[0])
-    recorded = pd.read_parquet(out / "rewards.parquet")
-    recorded = recorded[(recorded["epoch"] == epoch) & (recorded["split"] == "heldout")].sort_values("text_index")
-    heldout = irl_inputs["heldout"]
-    np.testing.assert_allclose(
-        reward.score(heldout["prompt"], heldout["original_output"]), recorded["reward"].to_numpy(), atol=1e-5
-    )
+    assert_scores_as_recorded(reward, out, irl_inputs["heldout"])
     # the same text split elsewhere is another (prompt, completion): scored (and cached) apart
-    row = heldout.iloc[0]
+    row = irl_inputs["heldout"].iloc[0]
     assert reward.score([row["prompt"]], [row["original_output"]])[0] != reward.score([""], [row["text"]])[0]
 
 
