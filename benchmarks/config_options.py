@@ -33,10 +33,11 @@ def load_config_option(argv: Sequence[str] | None) -> tuple[list[str], dict[str,
 
 
 def config_value(config: Mapping[str, Any], key: str) -> Any:
-    """The value of a dotted key, e.g. ``rlhf.num_rollouts`` (a missing key is a ``KeyError`` naming it)."""
+    """The value of a dotted key, e.g. ``rlhf.num_rollouts`` or ``rlhf.seeds.0`` (a list item; a missing key is a
+    ``KeyError`` naming it)."""
     node: Any = config
     for part in key.split("."):
-        node = node[part]
+        node = node[int(part)] if isinstance(node, list) else node[part]
     return node
 
 

@@ -163,8 +163,9 @@ def classifier_tokens(spec: Mapping[str, Any], where: str) -> int:
 def ppo_settings(section: Mapping[str, Any], max_prompt_tokens: int) -> PPOConfig:
     """The PPO stage's own settings object (its derived counts and cross-key checks) for a config's PPO section."""
     return from_config(
-        PPOConfig, "rlhf", {k: v for k, v in section.items() if k in PPO_FIELDS}, max_prompt_tokens=max_prompt_tokens
-    )
+        PPOConfig, "rlhf", {k: v for k, v in section.items() if k in PPO_FIELDS and k != "seed"},
+        max_prompt_tokens=max_prompt_tokens, seed=section["seeds"][0],
+    )  # fmt: skip
 
 
 def stage_flops(cfg: dict, flops: SequenceFlops, prompt: Mapping[str, int]) -> dict[str, dict[str, float]]:
@@ -201,8 +202,9 @@ def stage_flops(cfg: dict, flops: SequenceFlops, prompt: Mapping[str, int]) -> d
             + reward
             + s.ppo_epochs * flops.train(seq, s.num_layers_unfrozen)
         )
-        return {"dense": s.iterations * dense, "decode": s.iterations * n * decode,
-                "steps": s.iterations * steps(n, s.chunk_size, t)}  # fmt: skip
+        k = len(section["seeds"])  # one PPO run per seed
+        return {"dense": k * s.iterations * dense, "decode": k * s.iterations * n * decode,
+                "steps": k * s.iterations * steps(n, s.chunk_size, t), "count": f"{k} seed(s)"}  # fmt: skip
 
     t_demo = demo["max_new_tokens"]
     n_demo = demo["n_train"] + (n_eval if demo["n_eval"] is None else demo["n_eval"])
@@ -220,12 +222,13 @@ def stage_flops(cfg: dict, flops: SequenceFlops, prompt: Mapping[str, int]) -> d
     jig_prefill, jig_decode = flops.generate(p, jig["max_new_tokens"])
     rtp_prefill, rtp_decode = flops.generate(prompt["rtp"], rtp["max_new_tokens"])
     n_rtp = rtp["n_prompts"] * rtp["k"]  # each of the k copies of a prompt is prefilled on its own
-    n_stages = len(ev["stages"])
+    ppo_sections = {"rlhf": cfg["rlhf"], "irl_rlhf": irl_rlhf_ppo(cfg)}
+    n_stages = sum(len(ppo_sections[s]["seeds"]) if s in ppo_sections else 1 for s in ev["stages"])  # runs evaluated
     evaluate_dense = n_eval * (jig_prefill + scored(jig["max_new_tokens"])) + n_rtp * (
         rtp_prefill + scored(rtp["max_new_tokens"])
     )
     return {
-        "rlhf": ppo(cfg["rlhf"], learned_reward=False),
+        "rlhf": ppo(ppo_sections["rlhf"], learned_reward=False),
         "demonstrations": {  # expert and non-expert each complete every prompt; the GT classifier scores both
             "dense": 2 * n_demo * (demo_prefill + flops.classify(min(gt_len, t_demo))),
             "decode": 2 * n_demo * demo_decode,
@@ -237,9 +240,9 @@ def stage_flops(cfg: dict, flops: SequenceFlops, prompt: Mapping[str, int]) -> d
             "steps": 0,
         },
         "irl_train": {"dense": n_jobs * irl_job, "decode": 0.0, "steps": 0, "count": f"{n_jobs} jobs"},
-        "irl_rlhf": ppo(irl_rlhf_ppo(cfg), learned_reward=True),
+        "irl_rlhf": ppo(ppo_sections["irl_rlhf"], learned_reward=True),
         "evaluate": {
-            "count": f"{n_stages} stages",
+            "count": f"{n_stages} runs",
             "dense": n_stages * evaluate_dense,
             "decode": n_stages * (n_eval * jig_decode + n_rtp * rtp_decode),
             "steps": n_stages

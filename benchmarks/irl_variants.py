@@ -72,6 +72,12 @@ def train_one(run: Path, cfg: IRLConfig, out: Path) -> dict[str, Any]:
     return {"seconds": seconds}
 
 
+def run_row(variant: str, seed: int, epoch: int, seconds: float, selected: pd.Series) -> dict[str, Any]:
+    """One run's row: its validation and held-out columns at the selected epoch."""
+    return {"variant": variant, "seed": seed, "epoch": epoch, "seconds": seconds,
+            **{f"{split}_{m}": selected[f"{split}_{m}"] for split in ("val", "heldout") for m in REPORTED}}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     _, config = load_config_option(argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -107,17 +113,13 @@ def main(argv: list[str] | None = None) -> None:
         rewards = pd.read_parquet(out / "rewards.parquet")
         heldout = rewards[(rewards.epoch == sel["epoch"]) & (rewards.split == "heldout")]
         texts[(name, seed)] = (heldout, sel["threshold"])
-        rows.append({"variant": name, "seed": seed, "epoch": int(sel["epoch"]), **timing,
-                     **{f"val_{m}": sel[f"val_{m}"] for m in REPORTED},
-                     **{f"heldout_{m}": sel[f"heldout_{m}"] for m in REPORTED}})  # fmt: skip
+        rows.append(run_row(name, seed, int(sel["epoch"]), timing["seconds"], sel))
     implicit = run / "results/irl/log_ratio/seed0"
     if (implicit / "metrics.parquet").exists():  # the run's implicit reward: no training, one "seed"
         sel = pd.read_parquet(implicit / "metrics.parquet").iloc[0]
         rewards = pd.read_parquet(implicit / "rewards.parquet")
         texts[("implicit", 0)] = (rewards[rewards.split == "heldout"], sel["threshold"])
-        rows.append({"variant": "implicit", "seed": 0, "epoch": 0, "seconds": float("nan"),
-                     **{f"val_{m}": sel[f"val_{m}"] for m in REPORTED},
-                     **{f"heldout_{m}": sel[f"heldout_{m}"] for m in REPORTED}})  # fmt: skip
+        rows.append(run_row("implicit", 0, 0, float("nan"), sel))
     runs = pd.DataFrame(rows)
     summary = []
     for name, group in runs.groupby("variant", sort=False):

@@ -485,7 +485,7 @@ CONFIG_OPTIONS = [
     ("--learning-rate", "rlhf.learning_rate", float, "constant for both (TRL: learning_rate)"),
     ("--kl-coef", "rlhf.init_kl_coef", float, "ours: init_kl_coef, fixed; TRL: beta"),
     ("--cliprange", "rlhf.cliprange", float, "ours: cliprange; TRL: epsilon"),
-    ("--seed", "rlhf.seed", int, ""),
+    ("--seed", "rlhf.seeds.0", int, ""),
 ]
 PPO_FIELDS = {f.name for f in fields(PPOConfig)}
 
@@ -500,11 +500,11 @@ def ppo_settings(args: argparse.Namespace, rlhf: dict[str, Any]) -> PPOConfig:
         num_rollouts=args.num_rollouts, batch_size=args.batch_size, ppo_epochs=args.ppo_epochs,
         max_new_tokens=args.max_new_tokens, num_layers_unfrozen=args.num_layers_unfrozen, top_k=args.top_k,
         top_p=args.top_p, temperature=args.temperature, learning_rate=args.learning_rate, init_kl_coef=args.kl_coef,
-        cliprange=args.cliprange, seed=args.seed,
+        cliprange=args.cliprange,
         chunk_size=args.num_rollouts, target=None, scheduler={**rlhf["scheduler"], "name": "constant"},
         total_steps=10**9, checkpoint_interval=10**9,
     )  # fmt: skip
-    return from_config(PPOConfig, "rlhf", values, max_prompt_tokens=args.max_prompt_tokens)
+    return from_config(PPOConfig, "rlhf", values, max_prompt_tokens=args.max_prompt_tokens, seed=args.seed)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

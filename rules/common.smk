@@ -24,7 +24,7 @@ except ConfigError as e:
 
 
 wildcard_constraints:
-    model="base|sft|rlhf|irl_rlhf",
+    model=r"base|sft|rlhf|irl_rlhf|(?:rlhf|irl_rlhf)/seed\d+",  # a PPO stage's other seeds: results/rlhf/seed1/...
     objective="max_margin|hinge|bradley_terry|supervised",
     seed=r"\d+",
 
@@ -147,6 +147,35 @@ EVAL_STAGES = config["evaluation"]["stages"]
 EVAL_PPO_STAGES = [s for s in EVAL_STAGES if s in ("rlhf", "irl_rlhf")]
 
 
+def ppo_seeds(stage):
+    """A PPO stage's seeds: rlhf.seeds, for IRL-RLHF after irl_rlhf.ppo's overrides; the first trains
+    results/<stage>/model, each other seed k results/<stage>/seed<k>/model."""
+    return (config["rlhf"] if stage == "rlhf" else irl_rlhf_ppo(config))["seeds"]
+
+
+def stage_runs(stage, primary, other):
+    """[(seed, path)] of every run of a stage: ``primary`` for its first seed (the only one of base and SFT, seed
+    None), ``other`` formatted with each further seed of a PPO stage."""
+    if stage not in ("rlhf", "irl_rlhf"):
+        return [(None, primary.format(stage=stage))]
+    first, *more = ppo_seeds(stage)
+    return [(first, primary.format(stage=stage))] + [(s, other.format(stage=stage, seed=s)) for s in more]
+
+
+# every evaluated run: (stage, seed, generations); Table 1 averages a stage's seeds and resamples them with the prompts
+EVAL_RUNS = [
+    (stage, seed, path) for stage in EVAL_STAGES
+    for seed, path in stage_runs(stage, "results/eval/{stage}.parquet", "results/eval/{stage}/seed{seed}.parquet")
+]
+# the train logs of the evaluated PPO runs (their final KL), in the same shape
+PPO_LOG_RUNS = [
+    (stage, seed, path) for stage in EVAL_PPO_STAGES
+    for seed, path in stage_runs(
+        stage, "results/{stage}/train_log.parquet", "results/{stage}/seed{seed}/train_log.parquet"
+    )
+]
+
+
 def evaluate_params():
     """Only what changes the generations: adding a stage to Table 1 or changing the bootstrap must not rerun them."""
     ev = config["evaluation"]
@@ -220,11 +249,12 @@ def report_item(path, caption, category, subcategory, item):
     )
 
 
-def ppo_params(settings):
-    """A PPO rule's trainer settings: the section without the GT reward's own key."""
-    return canonical({k: v for k, v in settings.items() if k != "reward_text"})
+def ppo_params(settings, seed):
+    """A PPO job's trainer settings: the section without the GT reward's own key, and with the job's one seed in
+    place of the seed list (so adding a seed reruns no other seed's job)."""
+    return canonical({**{k: v for k, v in settings.items() if k not in ("reward_text", "seeds")}, "seed": seed})
 
 
-def irl_rlhf_ppo_params():
-    """rlhf's PPO settings with irl_rlhf.ppo's overrides (checked at parse time by checked_config)."""
-    return ppo_params(irl_rlhf_ppo(config))
+def irl_rlhf_ppo_params(seed):
+    """rlhf's PPO settings with irl_rlhf.ppo's overrides (checked at parse time by checked_config), for one seed."""
+    return ppo_params(irl_rlhf_ppo(config), seed)

@@ -1,6 +1,6 @@
 rule evaluate:
-    """Table 1 protocols for one model stage: greedy Jigsaw-style and sampled RTP-style continuations, scored by the
-    evaluation classifier and by the GT reward classifier."""
+    """Table 1 protocols for one model stage (or another seed of a PPO stage, model=rlhf/seed1): greedy Jigsaw-style
+    and sampled RTP-style continuations, scored by the evaluation classifier and by the GT reward classifier."""
     input:
         model="results/{model}/model",
         eval="results/data/eval.parquet",
@@ -34,8 +34,8 @@ rule table1:
     """Table 1: one row per evaluated stage, paper columns with 95% bootstrap CIs; paired differences; the paper's
     claims checked against them; the paper's own numbers beside ours."""
     input:
-        generations=expand("results/eval/{model}.parquet", model=EVAL_STAGES),
-        train_logs=expand("results/{stage}/train_log.parquet", stage=EVAL_PPO_STAGES),
+        generations=[path for _, _, path in EVAL_RUNS],
+        train_logs=[path for _, _, path in PPO_LOG_RUNS],
         paper=PAPER_TABLE1,
     output:
         table=report_item("reports/table1.csv", "table1", "Table 1", "Table 1", "Table 1 with CIs"),
@@ -47,8 +47,8 @@ rule table1:
         markdown="reports/table1.md",
         html=report_item("reports/table1.html", "table1_html", "Table 1", "Table 1", "Table 1, readable"),
     params:
-        stages=EVAL_STAGES,
-        ppo_stages=EVAL_PPO_STAGES,
+        runs=[stage for stage, _, _ in EVAL_RUNS],  # the stage of each generations file (several per seeded stage)
+        ppo_runs=[stage for stage, _, _ in PPO_LOG_RUNS],
         table1=table1_params(),
     log:
         "logs/table1.log",

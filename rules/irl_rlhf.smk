@@ -13,7 +13,7 @@ rule irl_rlhf:
     params:
         compute=COMPUTE,
         max_prompt_tokens=PROMPT_TOKENS,
-        rlhf=irl_rlhf_ppo_params(),
+        rlhf=irl_rlhf_ppo_params(ppo_seeds("irl_rlhf")[0]),
         irl_rlhf=irl_rlhf_reward_params(),
         reward_text=config["rlhf"]["reward_text"],  # the GT reward, logged beside the learned one
         gt_classifier=with_resolved_wheel(config["gt_classifier"]),
@@ -31,3 +31,17 @@ rule irl_rlhf:
         MODEL_ENV
     script:
         "../workflow_scripts/irl_rlhf.py"
+
+
+use rule irl_rlhf as irl_rlhf_seed with:
+    """rule irl_rlhf with another seed of its PPO seeds (same learned reward): a replicate for Table 1."""
+    output:
+        model=directory("results/irl_rlhf/seed{seed}/model"),
+        log="results/irl_rlhf/seed{seed}/train_log.parquet",
+    params:
+        rlhf=lambda w: irl_rlhf_ppo_params(int(w.seed)),
+        checkpoint_dir=lambda w: f"results/irl_rlhf/seed{w.seed}/checkpoints",
+    log:
+        "logs/irl_rlhf/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/irl_rlhf_seed{seed}.tsv"

@@ -116,14 +116,16 @@ def tiny_cfg(**kw) -> PPOConfig:
     )
     base.update(kw)
     prompt_tokens = base.pop("max_prompt_tokens", 64)  # data.max_prompt_tokens, a job value of the PPO rules
-    return from_config(PPOConfig, "rlhf", base, max_prompt_tokens=prompt_tokens)
+    seed = base.pop("seed")  # one of rlhf.seeds, a job value too
+    return from_config(PPOConfig, "rlhf", base, max_prompt_tokens=prompt_tokens, seed=seed)
 
 
 PROMPTS = [f"prompt number {i} says that the weather is" for i in range(12)]
 
 
 def ppo_job(rlhf: dict, compute: dict, sft_dir: Path, out: Path):
-    """What Snakemake hands the rlhf rule's script (``smk``), for ``ppo_stage.run_ppo_job`` outside a workflow."""
+    """What Snakemake hands the rlhf rule's script (``smk``), for ``ppo_stage.run_ppo_job`` outside a workflow
+    (``rlhf``: the section's PPO keys with the job's one ``seed``)."""
     from types import SimpleNamespace
 
     params = SimpleNamespace(rlhf=rlhf, compute=compute, checkpoint_dir=str(out / "checkpoints"), max_prompt_tokens=64)

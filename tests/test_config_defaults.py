@@ -55,12 +55,12 @@ SECTIONS = {
 RULE_KEYS = {
     "irl": {"objectives", "seeds", "init", "bootstrap", "ceiling", "paper_runs", "log_ratio"},
     "data": {"max_prompt_tokens"},  # passed by the rules to every job that generates (a job field there)
-    "rlhf": {"reward_text"},  # the GT reward's, not the PPO trainer's
+    "rlhf": {"reward_text", "seeds"},  # the GT reward's, not the PPO trainer's; the seeds (one job each)
 }
 # fields a job supplies rather than the config section (IRL: the objective and seed wildcards)
 JOB_FIELDS = {
     "irl": {"objective": "hinge", "seed": 3},
-    "rlhf": {"max_prompt_tokens": 64},
+    "rlhf": {"max_prompt_tokens": 64, "seed": 3},
     "demonstrations": {"max_prompt_tokens": 64},
 }
 REQUIRED = {"data": {"texts": "t.parquet", "rtp_prompts": "r.parquet"}, "base_model": {"source": "tiny_random"}}

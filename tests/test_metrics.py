@@ -132,6 +132,86 @@ def test_differences_table_from_synthetic_generations(tmp_path) -> None:
     assert row["rtp_toxicity_probability"] == pytest.approx(-0.5)
 
 
+def test_one_seed_bootstrap_is_the_prompt_bootstrap() -> None:
+    rng = np.random.default_rng(2)
+    a, b = rng.uniform(size=50), rng.uniform(size=50)
+    assert metrics.bootstrap_ci_runs(a, 500, 0.95, seed=1) == metrics.bootstrap_ci(a, 500, 0.95, seed=1)
+    assert metrics.bootstrap_ci_runs(a[None, :], 500, 0.95, 1) == metrics.bootstrap_ci(a, 500, 0.95, 1)
+    assert metrics.paired_difference_ci(a[None, :], b[None, :], 500, 0.95, 1) == metrics.bootstrap_ci(
+        a - b, 500, 0.95, 1
+    )
+
+
+def test_seed_bootstrap_covers_the_seed_spread() -> None:
+    # two seeds that disagree completely: prompts alone would give a narrow CI around 0.5; resampling the seeds too
+    # reaches the all-first-seed (0.1) and all-second-seed (0.9) means
+    units = np.stack([np.full(40, 0.1), np.full(40, 0.9)])
+    low, high = metrics.bootstrap_ci_runs(units, 2000, 0.95, seed=0)
+    assert low == pytest.approx(0.1) and high == pytest.approx(0.9)
+    assert metrics.bootstrap_ci(units.mean(axis=0), 2000, 0.95, seed=0) == pytest.approx((0.5, 0.5))
+
+
+def test_seed_and_prompt_bootstrap_covers_the_true_mean() -> None:
+    """Coverage on data with both a seed and a prompt effect: value = mu + seed effect + prompt effect + noise. The CI
+    of the mean over 10 seeds x 40 prompts must cover mu about 95% of the time; the prompt-only bootstrap of the
+    seed-averaged values, which ignores the seed effect, covers far less."""
+    rng = np.random.default_rng(0)
+    mu, covered, covered_prompts_only, trials = 0.3, 0, 0, 200
+    for t in range(trials):
+        units = mu + rng.normal(0, 0.1, (10, 1)) + rng.normal(0, 0.1, (1, 40)) + rng.normal(0, 0.05, (10, 40))
+        low, high = metrics.bootstrap_ci_runs(units, 400, 0.95, seed=t)
+        covered += low <= mu <= high
+        low, high = metrics.bootstrap_ci(units.mean(axis=0), 400, 0.95, seed=t)
+        covered_prompts_only += low <= mu <= high
+    assert 0.88 <= covered / trials <= 1.0
+    assert covered_prompts_only / trials < 0.8
+
+
+def test_paired_difference_over_seeds_covers_the_known_difference() -> None:
+    # stage a = stage b + 0.2 on every prompt, plus each run's own seed effect; b is one run
+    rng = np.random.default_rng(5)
+    prompts = pd.Index([f"p{i}" for i in range(30)], name="prompt_id")
+    base = rng.uniform(0.2, 0.6, size=30)
+    a = pd.DataFrame(base + 0.2 + rng.normal(0, 0.05, (3, 1)), columns=prompts)
+    b = pd.Series(base, index=prompts)
+    out = metrics.paired_differences({"m": a}, {"m": b}, "", n_resamples=1000, confidence=0.95, seed=0)
+    assert out["m"] == pytest.approx(a.to_numpy().mean() - base.mean())
+    assert out["m_ci_low"] < 0.2 < out["m_ci_high"]
+    assert out["m_ci_high"] - out["m_ci_low"] > 0.02  # the seed effect widens it (one run each: zero width)
+
+
+def test_table1_averages_a_stages_seeds(tmp_path) -> None:
+    from workflow_scripts.lib.table1 import build_differences
+
+    def frame(jig_scores, rtp_scores, words):
+        jig = pd.DataFrame({"protocol": "jigsaw", "prompt_id": ["x", "y"], "p_toxic_eval": jig_scores,
+                            "generation": words})  # fmt: skip
+        rtp = pd.DataFrame({"protocol": "rtp", "prompt_id": ["a", "a", "b", "b"], "p_toxic_eval": rtp_scores,
+                            "generation": "w w"})  # fmt: skip
+        out = pd.concat([jig, rtp])
+        out["p_toxic_gt"] = out["p_toxic_eval"]
+        return out
+
+    paths = [tmp_path / f"rlhf{i}.parquet" for i in range(2)] + [tmp_path / "sft.parquet"]
+    frame([0.9, 0.1], [0.1, 0.8, 0.6, 0.0], ["a b", "a b c d"]).to_parquet(paths[0])
+    frame([0.3, 0.1], [0.1, 0.2, 0.2, 0.0], ["a", "a b c"]).to_parquet(paths[1])
+    frame([0.9, 0.9], [0.9, 0.9, 0.9, 0.9], ["a", "a"]).to_parquet(paths[2])
+    logs = []
+    for i, kl in enumerate((2.0, 4.0)):
+        logs.append(tmp_path / f"log{i}.parquet")
+        pd.DataFrame({"iteration": [1], "kl": [kl]}).to_parquet(logs[-1])
+    cfg = table_config("a", "b", n_resamples=300)
+    files = {"rlhf": paths[:2], "sft": paths[2]}
+    row = build_table1(files, cfg, {"rlhf": logs}).set_index("stage").loc["rlhf"]
+    assert row["n_seeds"] == 2
+    assert row["jigsaw_mean_toxicity"] == pytest.approx((0.5 + 0.2) / 2)
+    assert row["jigsaw_toxicity_ratio"] == pytest.approx((0.5 + 0.0) / 2)
+    assert row["rtp_expected_max_toxicity"] == pytest.approx((0.7 + 0.2) / 2)
+    assert row["jigsaw_mean_words"] == pytest.approx((3 + 2) / 2) and row["ppo_kl"] == pytest.approx(3.0)
+    diff = build_differences(files, cfg).set_index("comparison").loc["rlhf - sft"]
+    assert diff["jigsaw_mean_toxicity"] == pytest.approx((0.5 + 0.2) / 2 - 0.9)
+
+
 def test_one_toxicity_rule_is_inclusive_and_shared() -> None:
     from workflow_scripts.lib.config import schema_defaults
     from workflow_scripts.lib.text_checks import check_texts

@@ -22,6 +22,8 @@ IRL_JOBS = {"irl_features": 1, "irl_train": 6 + 1, "irl_log_ratio": 1, "irl_repo
 # what any change of the models' config reruns at the end: Table 1, its figure, the PPO figure, the config snapshot
 REPORT_JOBS = {"table1": 1, "fig4_table1": 1, "fig3_ppo_curves": 1, "examples": 1, "config_snapshot": 1, "all": 1}
 STAGES = ["base", "sft", "rlhf", "irl_rlhf"]
+# the PPO jobs of the .test config: two seeds (rlhf.seeds) of each PPO stage
+PPO_JOBS = {"rlhf": 1, "rlhf_seed": 1, "irl_rlhf": 1, "irl_rlhf_seed": 1}
 PAPER_COLUMNS = [
     "jigsaw_toxicity_ratio",
     "jigsaw_mean_toxicity",
@@ -38,27 +40,40 @@ def jobs_after_config_change(workdir: Path, tmp_path: Path, cfg: dict) -> dict[s
     return planned_jobs(snakemake(workdir, "-n", configfile=changed).stdout)
 
 
+def eval_files(run: Path, stage: str) -> list[Path]:
+    """A stage's generations: one file, or one per PPO seed of the .test config (rlhf.seeds), the first seed's first."""
+    seeds = load_config(TEST_CONFIG)["rlhf"]["seeds"] if stage in ("rlhf", "irl_rlhf") else [None]
+    return [run / "results" / "eval" / f"{stage}.parquet"] + [
+        run / "results" / "eval" / stage / f"seed{s}.parquet" for s in seeds[1:]
+    ]
+
+
 def test_table1_rows_match_generations(pipeline_run: Path) -> None:
     table = pd.read_csv(pipeline_run / "reports" / "table1.csv")
     assert table["stage"].tolist() == STAGES
     test_cfg = yaml.safe_load(TEST_CONFIG.read_text())
     threshold = load_config(TEST_CONFIG)["evaluation"]["threshold"]
     for _, row in table.iterrows():
-        gens = pd.read_parquet(pipeline_run / "results" / "eval" / f"{row['stage']}.parquet")
-        jig = gens[gens["protocol"] == "jigsaw"]
-        rtp = gens[gens["protocol"] == "rtp"]
-        # protocol shape: one greedy continuation per eval prompt, k samples per RTP prompt
-        assert jig.groupby("prompt_id").size().eq(1).all()
-        assert rtp.groupby("prompt_id").size().eq(test_cfg["evaluation"]["rtp"]["k"]).all()
-        assert row["n_rtp_prompts"] == test_cfg["evaluation"]["rtp"]["n_prompts"]
+        runs = [pd.read_parquet(f) for f in eval_files(pipeline_run, row["stage"])]
+        # a PPO stage's two seeds: Table 1 shows the mean over them
+        assert row["n_seeds"] == len(runs) == (2 if row["stage"] in ("rlhf", "irl_rlhf") else 1)
         for col, prefix in (("p_toxic_eval", ""), ("p_toxic_gt", "gt_")):
-            expected = {
-                "jigsaw_toxicity_ratio": metrics.toxicity_ratio(jig[col], threshold),
-                "jigsaw_mean_toxicity": metrics.mean_toxicity(jig[col]),
-                "rtp_mean_toxicity": metrics.rtp_mean_toxicity(rtp, score_col=col),
-                "rtp_expected_max_toxicity": metrics.expected_max_toxicity(rtp, score_col=col),
-                "rtp_toxicity_probability": metrics.toxicity_probability(rtp, threshold, score_col=col),
-            }
+            per_run = []
+            for gens in runs:
+                jig = gens[gens["protocol"] == "jigsaw"]
+                rtp = gens[gens["protocol"] == "rtp"]
+                # protocol shape: one greedy continuation per eval prompt, k samples per RTP prompt
+                assert jig.groupby("prompt_id").size().eq(1).all()
+                assert rtp.groupby("prompt_id").size().eq(test_cfg["evaluation"]["rtp"]["k"]).all()
+                assert row["n_rtp_prompts"] == test_cfg["evaluation"]["rtp"]["n_prompts"]
+                per_run.append({
+                    "jigsaw_toxicity_ratio": metrics.toxicity_ratio(jig[col], threshold),
+                    "jigsaw_mean_toxicity": metrics.mean_toxicity(jig[col]),
+                    "rtp_mean_toxicity": metrics.rtp_mean_toxicity(rtp, score_col=col),
+                    "rtp_expected_max_toxicity": metrics.expected_max_toxicity(rtp, score_col=col),
+                    "rtp_toxicity_probability": metrics.toxicity_probability(rtp, threshold, score_col=col),
+                })  # fmt: skip
+            expected = pd.DataFrame(per_run).mean()
             for name, value in expected.items():
                 key = prefix + name
                 assert row[key] == pytest.approx(value, abs=6e-5), key  # csv keeps 4 decimals
@@ -85,7 +100,7 @@ def test_sft_change_reruns_only_its_descendants(pipeline_copy: Path, tmp_path: P
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
     cfg["sft"]["learning_rate"] = cfg["sft"]["learning_rate"] / 2
     jobs = jobs_after_config_change(pipeline_copy, tmp_path, cfg)
-    sft_jobs = {"sft": 1, "fig_sft_loss": 1, "rlhf": 1, "irl_rlhf": 1, "evaluate": 3, "demonstrations": 1}
+    sft_jobs = {"sft": 1, "fig_sft_loss": 1, "demonstrations": 1, "evaluate": 3 + 2, **PPO_JOBS}
     assert jobs == {**sft_jobs, **IRL_JOBS, **REPORT_JOBS}
 
 
@@ -93,7 +108,38 @@ def test_rlhf_change_reruns_only_its_descendants(pipeline_copy: Path, tmp_path: 
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
     cfg["rlhf"]["init_kl_coef"] = 0.2
     jobs = jobs_after_config_change(pipeline_copy, tmp_path, cfg)
-    assert jobs == {"rlhf": 1, "irl_rlhf": 1, "evaluate": 2, "demonstrations": 1, **IRL_JOBS, **REPORT_JOBS}
+    assert jobs == {**PPO_JOBS, "evaluate": 4, "demonstrations": 1, **IRL_JOBS, **REPORT_JOBS}
+
+
+def test_another_ppo_seed_reruns_only_its_own_runs(pipeline_copy: Path, tmp_path: Path) -> None:
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    cfg["rlhf"]["seeds"] = [*cfg["rlhf"]["seeds"], 7]
+    jobs = jobs_after_config_change(pipeline_copy, tmp_path, cfg)
+    # the new seed's RLHF and IRL-RLHF runs and their evaluations, then Table 1; the expert (first seed), the
+    # demonstrations, IRL and the other seeds' runs stay
+    assert jobs == {"rlhf_seed": 1, "irl_rlhf_seed": 1, "evaluate": 2, "table1": 1, "fig4_table1": 1,
+                    "config_snapshot": 1, "all": 1}  # fmt: skip
+
+
+def test_ppo_seeds_are_independent_runs_from_sft(pipeline_run: Path) -> None:
+    import json
+
+    from safetensors.torch import load_file
+
+    seeds = load_config(TEST_CONFIG)["rlhf"]["seeds"]
+    for stage in ("rlhf", "irl_rlhf"):
+        first, other = (
+            pipeline_run / "results" / stage / "model",
+            pipeline_run / "results" / stage / f"seed{seeds[1]}" / "model",
+        )
+        a, b = (json.loads((d / "provenance.json").read_text()) for d in (first, other))
+        assert (a["seed"], b["seed"]) == (seeds[0], seeds[1])
+        assert a["policy_init"].endswith("sft/model") and b["policy_init"] == a["policy_init"]
+        assert a["optimizer_steps"] == b["optimizer_steps"]
+        assert a["reward"] == b["reward"]  # the same reward (IRL-RLHF: the same learned reward model)
+        wa, wb = load_file(first / "model.safetensors"), load_file(other / "model.safetensors")
+        assert any(not torch.equal(wa[k], wb[k]) for k in wa)  # the seed changed the run
+        assert not (other.parent / "checkpoints").exists()
 
 
 def test_irl_change_reruns_irl_and_what_follows_only(pipeline_copy: Path, tmp_path: Path) -> None:
@@ -101,17 +147,24 @@ def test_irl_change_reruns_irl_and_what_follows_only(pipeline_copy: Path, tmp_pa
     cfg["irl"]["learning_rate"] = 5e-4  # a training hyper-parameter: the cached features stay valid
     jobs = jobs_after_config_change(pipeline_copy, tmp_path, cfg)
     # IRL, IRL-RLHF, the evaluation of IRL-RLHF only, Table 1 and figures; nothing upstream of IRL
-    assert jobs == {"irl_train": 6 + 1, "irl_report": 1, "irl_rlhf": 1, "evaluate": 1, **REPORT_JOBS}
+    assert jobs == {
+        "irl_train": 6 + 1,
+        "irl_report": 1,
+        "irl_rlhf": 1,
+        "irl_rlhf_seed": 1,
+        "evaluate": 2,
+        **REPORT_JOBS,
+    }
     out = snakemake(pipeline_copy, "-n", configfile=tmp_path / "config.yaml").stdout
-    evaluated = re.findall(r"output: results/eval/(\w+)\.parquet", out)
-    assert evaluated == ["irl_rlhf"]
+    evaluated = re.findall(r"output: results/eval/([\w/]+)\.parquet", out)
+    assert sorted(evaluated) == ["irl_rlhf", "irl_rlhf/seed1"]
 
 
 def test_irl_rlhf_ppo_override_reruns_only_irl_rlhf(pipeline_copy: Path, tmp_path: Path) -> None:
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
     cfg["irl_rlhf"]["ppo"] = {"init_kl_coef": 0.2}
     jobs = jobs_after_config_change(pipeline_copy, tmp_path, cfg)
-    assert jobs == {"irl_rlhf": 1, "evaluate": 1, **REPORT_JOBS}
+    assert jobs == {"irl_rlhf": 1, "irl_rlhf_seed": 1, "evaluate": 2, **REPORT_JOBS}
 
 
 def test_irl_report_matches_the_runs(pipeline_run: Path) -> None:

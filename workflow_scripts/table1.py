@@ -10,11 +10,18 @@ from workflow_scripts.lib.job import run_snakemake_job
 from workflow_scripts.lib.pages import write_markdown_page
 
 
+def by_stage(stages: list[str], paths: list[str]) -> dict[str, list[str]]:
+    """Each stage's files (one per training seed, the first seed first) from the rule's parallel lists."""
+    out: dict[str, list[str]] = {}
+    for stage, path in zip(stages, paths, strict=True):
+        out.setdefault(stage, []).append(path)
+    return out
+
+
 def _snakemake(smk: Any) -> None:
     cfg = table1.TableConfig(**smk.params.table1)
-    files = dict(zip(smk.params.stages, smk.input.generations, strict=True))
+    files, logs = by_stage(smk.params.runs, smk.input.generations), by_stage(smk.params.ppo_runs, smk.input.train_logs)
     paper = table1.read_paper_table(smk.input.paper)
-    logs = dict(zip(smk.params.ppo_stages, smk.input.train_logs, strict=True))
     table, differences = table1.build_table1(files, cfg, logs), table1.build_differences(files, cfg)
     claims = table1.build_claims(differences, paper)
     write_csv(table, smk.output.table)

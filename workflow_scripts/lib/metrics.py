@@ -6,6 +6,11 @@
   P(toxic) of its k samples (the paper's "RTP mean toxicity"); expected maximum toxicity = mean over prompts of the
   max P(toxic) among its k samples; toxicity probability = share of prompts with at least one sample >= threshold.
 Each is a mean of one number per prompt, so the CI resamples prompts (the unit of the protocol), percentile method.
+A stage trained with several seeds has one such number per (seed, prompt): its value is the mean over seeds, and its
+CI resamples seeds and prompts together (``bootstrap_ci_runs``: each draw takes seeds with replacement and prompts with
+replacement, the same prompts for every seed), so a claim must survive both the prompts and the training seed. Two
+levels resampled independently over-cover slightly (the prompt variance is counted once in each seed's mean), the
+conservative side; with one seed the CI is exactly the prompt bootstrap.
 The threshold and the bootstrap's settings are arguments without defaults: ``evaluation.threshold``,
 ``evaluation.bootstrap`` and ``evaluation.seed`` of the config (``table1.TableConfig``).
 """
@@ -91,6 +96,42 @@ def bootstrap_ci(
     return float(low), float(high)
 
 
+def _as_runs(units: pd.Series | pd.DataFrame | np.ndarray) -> np.ndarray:
+    """A (runs x prompts) float matrix: a Series or 1-D array is one run."""
+    arr = np.asarray(units, dtype=np.float64)
+    arr = arr[None, :] if arr.ndim == 1 else arr
+    _as_1d(arr)
+    return arr
+
+
+def _run_prompt_means(arr: np.ndarray, prompts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The mean of ``arr`` (runs x prompts) on each resample: ``prompts`` (resamples x n) and runs drawn here with
+    replacement (none drawn for one run)."""
+    n_runs = arr.shape[0]
+    if n_runs == 1:
+        return arr[0][prompts].mean(axis=1)
+    runs = rng.integers(0, n_runs, size=(prompts.shape[0], n_runs))
+    return arr[runs[:, :, None], prompts[:, None, :]].mean(axis=(1, 2))
+
+
+def bootstrap_ci_runs(
+    units: pd.Series | pd.DataFrame | np.ndarray, n_resamples: int, confidence: float, seed: int
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of ``units`` (runs x prompts, e.g. training seeds x eval prompts),
+    resampling runs and prompts together; one run is ``bootstrap_ci`` over its prompts, draw for draw."""
+    arr = _as_runs(units)
+    if arr.shape[0] == 1:
+        return bootstrap_ci(arr[0], n_resamples=n_resamples, confidence=confidence, seed=seed)
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    rng = np.random.default_rng(seed)
+    prompts = rng.integers(0, arr.shape[1], size=(n_resamples, arr.shape[1]))
+    stats = _run_prompt_means(arr, prompts, rng)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(stats, [alpha, 1 - alpha])
+    return float(low), float(high)
+
+
 def protocol_units(jigsaw: pd.DataFrame, rtp: pd.DataFrame, score_col: str, threshold: float) -> dict[str, pd.Series]:
     """The per-prompt values whose means are the five Table 1 numbers, indexed (and sorted) by prompt id.
 
@@ -110,9 +151,25 @@ def protocol_units(jigsaw: pd.DataFrame, rtp: pd.DataFrame, score_col: str, thre
     }
 
 
+def run_units(
+    runs: list[tuple[pd.DataFrame, pd.DataFrame]], score_col: str, threshold: float
+) -> dict[str, pd.DataFrame]:
+    """``protocol_units`` of each run of one stage (its (Jigsaw-style, RTP-style) generations per training seed) as
+    one frame per metric: a row per run, a column per prompt id; every run must cover the same prompts."""
+    if not runs:
+        raise ValueError("no evaluated runs")
+    per_run = [protocol_units(jig, rtp, score_col, threshold) for jig, rtp in runs]
+    out = {}
+    for name in per_run[0]:
+        series = [units[name] for units in per_run]
+        if any(not s.index.equals(series[0].index) for s in series[1:]):
+            raise ValueError(f"{name}: the runs of one stage were evaluated on different prompts")
+        out[name] = pd.DataFrame([s.to_numpy() for s in series], columns=series[0].index)
+    return out
+
+
 def summarise_protocols(
-    jigsaw: pd.DataFrame,
-    rtp: pd.DataFrame,
+    runs: list[tuple[pd.DataFrame, pd.DataFrame]],
     score_col: str,
     prefix: str,
     threshold: float,
@@ -120,35 +177,56 @@ def summarise_protocols(
     confidence: float,
     seed: int,
 ) -> dict[str, float]:
-    """The five Table 1 numbers (+ CI bounds) for one model and one classifier column."""
+    """The five Table 1 numbers (+ CI bounds) for one stage (one run per training seed) and one classifier column:
+    means over runs and prompts, CIs resampling both (``bootstrap_ci_runs``)."""
     out: dict[str, float] = {}
-    for name, per_unit in protocol_units(jigsaw, rtp, score_col, threshold).items():
+    for name, per_unit in run_units(runs, score_col, threshold).items():
         key = f"{prefix}{name}"
-        out[key] = float(np.mean(per_unit))
-        out[f"{key}_ci_low"], out[f"{key}_ci_high"] = bootstrap_ci(
-            per_unit.to_numpy(), n_resamples=n_resamples, confidence=confidence, seed=seed
-        )
+        out[key] = float(per_unit.to_numpy().mean())
+        out[f"{key}_ci_low"], out[f"{key}_ci_high"] = bootstrap_ci_runs(per_unit, n_resamples, confidence, seed)
     return out
 
 
+def paired_difference_ci(
+    a: np.ndarray, b: np.ndarray, n_resamples: int, confidence: float, seed: int
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of mean(a) - mean(b), both (runs x prompts) on the same prompts: prompts resampled
+    jointly (paired), each stage's runs resampled on their own (two stages' seeds are independent runs). One run
+    each: ``bootstrap_ci`` of the per-prompt differences, draw for draw."""
+    if a.shape[0] == 1 and b.shape[0] == 1:
+        return bootstrap_ci(a[0] - b[0], n_resamples=n_resamples, confidence=confidence, seed=seed)
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    rng = np.random.default_rng(seed)
+    prompts = rng.integers(0, a.shape[1], size=(n_resamples, a.shape[1]))
+    stats = _run_prompt_means(a, prompts, rng) - _run_prompt_means(b, prompts, rng)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(stats, [alpha, 1 - alpha])
+    return float(low), float(high)
+
+
 def paired_differences(
-    units_a: dict[str, pd.Series],
-    units_b: dict[str, pd.Series],
+    units_a: dict[str, pd.Series] | dict[str, pd.DataFrame],
+    units_b: dict[str, pd.Series] | dict[str, pd.DataFrame],
     prefix: str,
     n_resamples: int,
     confidence: float,
     seed: int,
 ) -> dict[str, float]:
-    """Metric(a) - metric(b) on the same prompts, with a paired bootstrap CI (prompts resampled jointly)."""
+    """Metric(a) - metric(b) on the same prompts, with a paired bootstrap CI (prompts resampled jointly; with several
+    runs per stage, ``units`` as ``run_units`` gives them, each stage's runs resampled too)."""
     out: dict[str, float] = {}
     for name, a in units_a.items():
         b = units_b[name]
-        if not a.index.equals(b.index):
+        index_a = a.index if isinstance(a, pd.Series) else a.columns
+        index_b = b.index if isinstance(b, pd.Series) else b.columns
+        if not index_a.equals(index_b):
             raise ValueError(f"{name}: the two models were evaluated on different prompts; cannot pair them")
-        diff = (a - b).to_numpy()
+        runs_a, runs_b = _as_runs(a), _as_runs(b)
         key = f"{prefix}{name}"
-        out[key] = float(diff.mean())
-        out[f"{key}_ci_low"], out[f"{key}_ci_high"] = bootstrap_ci(
-            diff, n_resamples=n_resamples, confidence=confidence, seed=seed
+        one_run_each = runs_a.shape[0] == runs_b.shape[0] == 1
+        out[key] = float((runs_a[0] - runs_b[0]).mean() if one_run_each else runs_a.mean() - runs_b.mean())
+        out[f"{key}_ci_low"], out[f"{key}_ci_high"] = paired_difference_ci(
+            runs_a, runs_b, n_resamples, confidence, seed
         )
     return out

@@ -81,11 +81,14 @@ def run_ppo_stage(
 def run_ppo_job(
     smk: Any, prompts: list[str], reward_fn: RewardFn, reward_description: dict[str, Any], monitor: RewardFn
 ) -> None:
-    """``run_ppo_stage`` wired to a PPO rule: ``params.{rlhf,compute,checkpoint_dir,max_prompt_tokens}``, ``input.sft``,
-    ``output.{model,log}`` (rules ``rlhf`` and ``irl_rlhf``; ``params.rlhf`` holds the rule's PPO settings);
+    """``run_ppo_stage`` wired to a PPO rule: ``params.{rlhf,compute,checkpoint_dir,max_prompt_tokens}``,
+    ``input.sft``, ``output.{model,log}`` (rules ``rlhf`` and ``irl_rlhf`` and their ``_seed`` replicates;
+    ``params.rlhf`` holds the rule's PPO settings with the job's one seed of the seed list as ``seed``);
     ``monitor``: the GT reward, logged as ``monitor_reward_mean`` (for rlhf, the reward itself)."""
+    settings = dict(smk.params.rlhf)
+    seed = settings.pop("seed")  # a job value: the section has the seed list
     run_ppo_stage(
-        smk.rule, from_config(PPOConfig, "rlhf", smk.params.rlhf, max_prompt_tokens=smk.params.max_prompt_tokens),
+        smk.rule, from_config(PPOConfig, "rlhf", settings, max_prompt_tokens=smk.params.max_prompt_tokens, seed=seed),
         smk.input.sft, prompts, reward_fn,
         smk.output.model, smk.output.log, smk.params.checkpoint_dir, reward_description,
         from_config(ComputeConfig, "compute", smk.params.compute), monitor,

@@ -18,7 +18,7 @@ Consumes ``results/eval/{stage}.parquet`` (from ``workflow_scripts.lib.evaluatio
 The rule script ``workflow_scripts/table1.py`` writes them.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,10 +29,10 @@ import pandas as pd
 from workflow_scripts.lib.curves import last_fifth
 from workflow_scripts.lib.inputs import read_table
 from workflow_scripts.lib.metrics import (
-    bootstrap_ci,
+    bootstrap_ci_runs,
     distinct_n,
     paired_differences,
-    protocol_units,
+    run_units,
     summarise_protocols,
 )  # fmt: skip
 
@@ -102,14 +102,26 @@ def final_kl(train_log: str | Path) -> float:
     return float(last_fifth(read_table(train_log, ("iteration", "kl"), "PPO train log"))["kl"].mean())
 
 
+# a stage's runs: one file, or one per training seed (a PPO stage with several rlhf.seeds), the first seed first
+Runs = str | Path | Sequence[str | Path]
+
+
+def _paths(runs: Runs) -> list[str | Path]:
+    return [runs] if isinstance(runs, str | Path) else list(runs)
+
+
 def table_row(
-    generations: pd.DataFrame, stage: str, cfg: TableConfig, train_log: str | Path | None = None
+    generations: list[pd.DataFrame], stage: str, cfg: TableConfig, train_logs: Runs | None = None
 ) -> dict[str, Any]:
-    """One stage's row; ``train_log``: a PPO stage's train log, for its final KL (NaN without one)."""
-    jig, rtp = split_protocols(generations, stage)
+    """One stage's row from its runs' generations (one per training seed); each number is the mean over runs and its
+    CI resamples runs and prompts (``metrics.bootstrap_ci_runs``); ``train_logs``: a PPO stage's train log(s), for
+    its final KL (mean over runs; NaN without any)."""
+    runs = [split_protocols(g, stage) for g in generations]
+    jig, rtp = runs[0]
     row: dict[str, Any] = {
         "model": cfg.model_name,
         "stage": stage,
+        "n_seeds": len(runs),
         "eval_classifier": cfg.eval_classifier,
         "gt_classifier": cfg.gt_classifier,
         "n_jigsaw_prompts": int(jig["prompt_id"].nunique()),
@@ -117,40 +129,53 @@ def table_row(
         "rtp_samples_per_prompt": int(rtp.groupby("prompt_id").size().max()),
     }
     for col, prefix in CLASSIFIER_COLUMNS:
-        row.update(summarise_protocols(jig, rtp, col, prefix, cfg.threshold, cfg.n_resamples, cfg.confidence, cfg.seed))
-    words = jig.groupby("prompt_id", sort=True)["generation"].first().str.split().str.len().to_numpy()
-    row["jigsaw_mean_words"] = float(words.mean())
-    row["jigsaw_mean_words_ci_low"], row["jigsaw_mean_words_ci_high"] = bootstrap_ci(
-        words, n_resamples=cfg.n_resamples, confidence=cfg.confidence, seed=cfg.seed
+        row.update(summarise_protocols(runs, col, prefix, cfg.threshold, cfg.n_resamples, cfg.confidence, cfg.seed))
+    words = np.stack(
+        [j.groupby("prompt_id", sort=True)["generation"].first().str.split().str.len().to_numpy() for j, _ in runs]
     )
-    row["jigsaw_distinct_2"] = distinct_n(jig["generation"], 2)
-    row["rtp_distinct_2"] = distinct_n(rtp["generation"], 2)
-    row["ppo_kl"] = final_kl(train_log) if train_log is not None else float("nan")
+    row["jigsaw_mean_words"] = float(words.mean())
+    row["jigsaw_mean_words_ci_low"], row["jigsaw_mean_words_ci_high"] = bootstrap_ci_runs(
+        words, cfg.n_resamples, cfg.confidence, cfg.seed
+    )
+    row["jigsaw_distinct_2"] = float(np.mean([distinct_n(j["generation"], 2) for j, _ in runs]))
+    row["rtp_distinct_2"] = float(np.mean([distinct_n(r["generation"], 2) for _, r in runs]))
+    logs = _paths(train_logs) if train_logs is not None else []
+    row["ppo_kl"] = float(np.mean([final_kl(log) for log in logs])) if logs else float("nan")
     return row
 
 
+def _stage_order(stages: Sequence[str]) -> list[str]:
+    return sorted(stages, key=lambda s: (STAGE_ORDER.index(s) if s in STAGE_ORDER else len(STAGE_ORDER), s))
+
+
 def build_table1(
-    eval_files: Mapping[str, str | Path], cfg: TableConfig, train_logs: Mapping[str, str | Path] | None = None
+    eval_files: Mapping[str, Runs], cfg: TableConfig, train_logs: Mapping[str, Runs] | None = None
 ) -> pd.DataFrame:
-    """One row per stage, in pipeline order (base, sft, rlhf, irl_rlhf); ``train_logs``: the PPO stages' logs."""
+    """One row per stage, in pipeline order (base, sft, rlhf, irl_rlhf); ``eval_files``: each stage's generations,
+    one file per run; ``train_logs``: the PPO stages' logs."""
     if not eval_files:
         raise ValueError("Table 1 needs at least one evaluated stage")
-    stages = sorted(eval_files, key=lambda s: (STAGE_ORDER.index(s) if s in STAGE_ORDER else len(STAGE_ORDER), s))
     logs = train_logs or {}
-    return pd.DataFrame([table_row(pd.read_parquet(eval_files[s]), s, cfg, logs.get(s)) for s in stages])
+    return pd.DataFrame(
+        [
+            table_row([pd.read_parquet(p) for p in _paths(eval_files[s])], s, cfg, logs.get(s))
+            for s in _stage_order(list(eval_files))
+        ]
+    )
 
 
-def build_differences(eval_files: Mapping[str, str | Path], cfg: TableConfig) -> pd.DataFrame:
-    """One row per available pair in ``DIFFERENCE_PAIRS``: metric(a) - metric(b) with paired bootstrap CIs."""
-    frames = {s: split_protocols(pd.read_parquet(p), s) for s, p in eval_files.items()}
+def build_differences(eval_files: Mapping[str, Runs], cfg: TableConfig) -> pd.DataFrame:
+    """One row per available pair in ``DIFFERENCE_PAIRS``: metric(a) - metric(b) with paired bootstrap CIs (each
+    stage's runs resampled too, where it has several)."""
+    frames = {s: [split_protocols(pd.read_parquet(p), s) for p in _paths(runs)] for s, runs in eval_files.items()}
     rows = []
     for a, b in DIFFERENCE_PAIRS:
         if a not in frames or b not in frames:
             continue
         row: dict[str, Any] = {"model": cfg.model_name, "comparison": f"{a} - {b}"}
         for col, prefix in CLASSIFIER_COLUMNS:
-            units_a = protocol_units(*frames[a], col, cfg.threshold)
-            units_b = protocol_units(*frames[b], col, cfg.threshold)
+            units_a = run_units(frames[a], col, cfg.threshold)
+            units_b = run_units(frames[b], col, cfg.threshold)
             row.update(paired_differences(units_a, units_b, prefix, cfg.n_resamples, cfg.confidence, cfg.seed))
         rows.append(row)
     return pd.DataFrame(rows, columns=None if rows else ["model", "comparison"])
@@ -295,6 +320,13 @@ def table1_markdown(
     ours = with_ci(labelled, list(METRIC_LABELS), "stage", "{:.3f} [{:.3f}, {:.3f}]")
     gt = with_ci(labelled, ["gt_" + m for m in METRIC_LABELS], "stage", "{:.3f} [{:.3f}, {:.3f}]")
     n_jig, n_rtp, k = (int(table[c].iloc[0]) for c in ("n_jigsaw_prompts", "n_rtp_prompts", "rtp_samples_per_prompt"))
+    seeded = [f"{stage_label(s)} {n}" for s, n in zip(table["stage"], table["n_seeds"], strict=True) if n > 1]
+    seeds_note = (
+        f"Training seeds: {', '.join(seeded)}; such a stage's numbers are means over its seeds, and its CIs (and"
+        " those of its differences) resample seeds and prompts together."
+        if seeded
+        else "One training seed per stage: the CIs cover the prompts, not the training seed."
+    )
     lines = [
         f"# Table 1: {cfg.model_name}",
         "",
@@ -303,6 +335,7 @@ def table1_markdown(
         f"Brackets: {level} bootstrap CIs over prompts ({cfg.n_resamples} resamples).",
         f"Jigsaw-style: {n_jig} held-out prompts, one greedy continuation each; RTP-style: {n_rtp} prompts x {k}",
         "sampled continuations. Lower is less toxic.",
+        seeds_note,
         "",
         "## Evaluation classifier",
         "",
