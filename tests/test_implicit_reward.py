@@ -12,22 +12,31 @@ import torch
 
 from conftest import FP32_EPS, network_depth
 from workflow_scripts.lib.compute import ComputeConfig
-from workflow_scripts.lib.implicit_reward import log_ratio
+from workflow_scripts.lib.implicit_reward import log_ratio, shared_bottom
 from workflow_scripts.lib.irl_data import text_parts
-from workflow_scripts.lib.lm import load_lm
+from workflow_scripts.lib.lm import final_norm, load_lm, transformer_blocks
 
 CPU = ComputeConfig(device="cpu", precision="fp32")
 PROMPTS = ["a short one", "and a considerably longer prompt here", "x"]
 COMPLETIONS = [" that ends", " and goes on for a while longer", ""]
 
 
-@pytest.fixture()
-def two_models(tiny_model_dir: Path) -> tuple:
+@pytest.fixture(params=["all", "top"])
+def two_models(request: pytest.FixtureRequest, tiny_model_dir: Path) -> tuple:
+    """An expert moved away from its reference, as RLHF moves it: every weight (``all``; nothing shared) or only the
+    top block, norm and head (``top``: as PPO with one unfrozen layer; the bottom is then computed once for both)."""
     expert, non_expert = load_lm(tiny_model_dir, CPU), load_lm(tiny_model_dir, CPU)
+    model = expert[0]
+    moved = list(model.parameters())
+    if request.param == "top":
+        moved = [*transformer_blocks(model)[-1].parameters(), *final_norm(model).parameters()]
+        moved.append(model.get_output_embeddings().weight)
     torch.manual_seed(0)
-    with torch.no_grad():  # the expert moved away from its reference, as RLHF moves it
-        for p in expert[0].parameters():
+    with torch.no_grad():
+        for p in moved:
             p.add_(0.05 * torch.randn_like(p))
+    n_blocks = len(transformer_blocks(model))
+    assert shared_bottom(model, non_expert[0]) == (n_blocks - 1 if request.param == "top" else 0)
     return expert, non_expert
 
 
@@ -58,6 +67,9 @@ def test_log_ratio_equals_a_hand_computation_from_the_two_models_logits(two_mode
     assert abs(got[1]) > 0.01  # the perturbed expert really differs from its reference
     same = log_ratio(non_expert, non_expert, PROMPTS, COMPLETIONS, max_prompt_tokens=64)
     np.testing.assert_array_equal(same, np.zeros(3))  # a model against itself: exactly 0 (the same computation)
+    # the batch is sorted by length and cut into passes: the order of the texts changes nothing
+    flipped = log_ratio(expert, non_expert, PROMPTS[::-1], COMPLETIONS[::-1], max_prompt_tokens=64)
+    np.testing.assert_allclose(flipped[::-1], got, rtol=0, atol=1e-9)
 
 
 def test_the_prompt_is_cut_as_for_generation(two_models: tuple) -> None:

@@ -30,10 +30,10 @@ from workflow_scripts.lib.generation import encode_prompts
 from workflow_scripts.lib.inputs import read_table
 from workflow_scripts.lib.irl_data import FeatureStore, text_parts, validation_pairs
 from workflow_scripts.lib.irl_metrics import IMPLICIT, TEXT_SETS, choose_threshold, reward_metrics
-from workflow_scripts.lib.lm import load_lm, pad, position_ids_from_mask
+from workflow_scripts.lib.lm import final_norm, load_lm, pad, run_blocks, transformer_blocks
 
 LOG = logging.getLogger("irl_llms.implicit_reward")
-SCORE_BATCH = 8  # texts per forward pass: its logits over the whole vocabulary are the job's largest tensor
+SCORE_BATCH = 32  # texts per pass (logits are taken at the completion's positions only)
 
 
 @dataclass
@@ -44,42 +44,81 @@ class LogRatioConfig:
     max_prompt_tokens: int
 
 
-def completion_logprobs(
-    model: torch.nn.Module, tokenizer: object, prompts: Sequence[str], completions: Sequence[str],
-    max_prompt_tokens: int, precision: object,
-) -> np.ndarray:  # fmt: skip
-    """Per text, the sum over the completion's tokens of log p(token | prompt, earlier completion tokens). The prompt
-    is cut from the left to ``max_prompt_tokens`` tokens, as for generation; prompt and completion are tokenised
-    apart, as the completion was generated after the prompt's tokens. An empty completion sums to 0."""
-    prompt_ids = encode_prompts(tokenizer, list(prompts), max_prompt_tokens)
-    completion_ids = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in completions]
-    out = np.zeros(len(prompt_ids), dtype=np.float64)
-    device = next(model.parameters()).device
-    for start in range(0, len(prompt_ids), SCORE_BATCH):
-        rows = range(start, min(start + SCORE_BATCH, len(prompt_ids)))
-        ids, mask = pad([prompt_ids[i] + completion_ids[i] for i in rows], tokenizer.pad_token_id, "right")
-        ids, mask = ids.to(device), mask.to(device)
-        with torch.no_grad(), precision.autocast():
-            logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits
-        for row, i in enumerate(rows):
-            p, c = len(prompt_ids[i]), len(completion_ids[i])
-            if c:  # position p - 1 + t predicts completion token t (normalised there only: no vocabulary-wide copy)
-                targets = torch.as_tensor(completion_ids[i], device=device)
-                logprobs = torch.log_softmax(logits[row, p - 1 : p - 1 + c].float(), dim=-1)
-                out[i] = float(logprobs.gather(-1, targets[:, None]).sum())
-    return out
+def shared_bottom(a: torch.nn.Module, b: torch.nn.Module) -> int:
+    """How many leading transformer blocks two models share exactly (weights equal, input embedding equal): PPO trains
+    only the top ``num_layers_unfrozen`` blocks, so RLHF and its SFT reference share the rest. 0 when the embeddings
+    or the architectures differ."""
+    keys = ("hidden_size", "num_hidden_layers", "rope_theta", "rope_scaling", "rotary_pct", "_attn_implementation")
+    if type(a) is not type(b) or any(getattr(a.config, k, None) != getattr(b.config, k, None) for k in keys):
+        return 0
+    if not torch.equal(a.get_input_embeddings().weight, b.get_input_embeddings().weight):
+        return 0
+    shared = 0
+    for x, y in zip(transformer_blocks(a), transformer_blocks(b), strict=True):
+        sx, sy = x.state_dict(), y.state_dict()
+        if sx.keys() != sy.keys() or any(not torch.equal(sx[k], sy[k]) for k in sx):
+            break
+        shared += 1
+    return shared
+
+
+def _completion_logprob_sums(
+    model: torch.nn.Module, hidden: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor,
+    text_of: torch.Tensor, n_texts: int,
+) -> torch.Tensor:  # fmt: skip
+    """Per text of a batch, the summed log-probability of its completion tokens, from the final hidden states: the
+    output layer is applied at the predicting positions (``rows``, ``cols``) only."""
+    logits = model.get_output_embeddings()(hidden[rows, cols]).float()
+    logprobs = torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None])[:, 0].double()
+    return torch.zeros(n_texts, dtype=torch.float64, device=logits.device).index_add_(0, text_of, logprobs)
 
 
 def log_ratio(
     expert: tuple, non_expert: tuple, prompts: Sequence[str], completions: Sequence[str], max_prompt_tokens: int
 ) -> np.ndarray:
-    """``completion_logprobs`` under the expert minus under the non-expert; each a (model, tokenizer, precision)."""
+    """Per text, the sum over the completion's tokens of log p(token | prompt, earlier completion tokens) under the
+    expert minus the same under the non-expert; each a (model, tokenizer, precision). The prompt is cut from the left
+    to ``max_prompt_tokens`` tokens, as for generation; prompt and completion are tokenised apart, as the completion
+    was generated after the prompt's tokens. An empty completion scores 0.
+
+    One pass per batch of length-sorted texts: the blocks the two models share (``shared_bottom``: RLHF's frozen
+    bottom) run once, then each model's own top blocks and norm, and the output layer only where a completion token
+    is predicted (``tests/test_implicit_reward.py`` checks it against each model's full forward)."""
     (m_e, tok_e, prec_e), (m_n, tok_n, prec_n) = expert, non_expert
     if tok_e.get_vocab() != tok_n.get_vocab():
         raise ValueError("expert and non-expert tokenizers differ: their log-ratio is undefined")
-    return completion_logprobs(m_e, tok_e, prompts, completions, max_prompt_tokens, prec_e) - completion_logprobs(
-        m_n, tok_n, prompts, completions, max_prompt_tokens, prec_n
-    )
+    if prec_e.name != prec_n.name:
+        raise ValueError(f"expert and non-expert run at different precisions ({prec_e.name}, {prec_n.name})")
+    n_shared = shared_bottom(m_e, m_n)
+    prompt_ids = encode_prompts(tok_e, list(prompts), max_prompt_tokens)
+    completion_ids = [tok_e(c, add_special_tokens=False)["input_ids"] for c in completions]
+    order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]) + len(completion_ids[i]))
+    out = np.zeros(len(prompt_ids), dtype=np.float64)
+    device = next(m_e.parameters()).device
+    for start in range(0, len(order), SCORE_BATCH):
+        batch = order[start : start + SCORE_BATCH]
+        ids, mask = pad([prompt_ids[i] + completion_ids[i] for i in batch], tok_e.pad_token_id, "right")
+        ids, mask = ids.to(device), mask.to(device)
+        # position p - 1 + t predicts completion token t of a text whose prompt has p tokens
+        where = [(row, len(prompt_ids[i]) - 1 + t, tok) for row, i in enumerate(batch)
+                 for t, tok in enumerate(completion_ids[i])]  # fmt: skip
+        if not where:
+            continue  # only empty completions: each sums to 0
+        rows, cols, targets = (torch.as_tensor(v, device=device) for v in zip(*where, strict=True))
+        with torch.no_grad(), prec_e.autocast():
+            start_from = {"input_ids": ids}
+            if n_shared:
+                bottom = transformer_blocks(m_e)[:n_shared]
+                start_from = {"hidden": run_blocks(m_e, bottom, None, mask, input_ids=ids)}
+            sums = [
+                _completion_logprob_sums(
+                    m, run_blocks(m, transformer_blocks(m)[n_shared:], final_norm(m), mask, **start_from),
+                    rows, cols, targets, rows, len(batch),
+                )
+                for m in (m_e, m_n)
+            ]  # fmt: skip
+        out[batch] = (sums[0] - sums[1]).cpu().numpy()
+    return out
 
 
 def run_log_ratio(
