@@ -254,8 +254,9 @@ def test_paper_jobs_wait_for_the_hub_download(tmp_path: Path) -> None:
 
     repo = Path(__file__).parent.parent
     out = snakemake(tmp_path, "-n", configfile=repo / "config" / "paper-70m.yaml").stdout
-    # irl_rlhf: it logs the GT reward of its rollouts
+    # irl_rlhf: it logs the GT reward of its rollouts; *_seed: the PPO stages' other seeds (the paper configs: three)
     needs = {"prepare_data", "base_model", "sft", "rlhf", "demonstrations", "irl_features", "irl_rlhf", "evaluate"}
+    needs |= {"rlhf_seed", "irl_rlhf_seed"}
     waiting = set()
     for block in out.split("\n\n"):
         rule = re.search(r"^\s*(?:local)?rule (\w+):", block, re.M)

@@ -108,7 +108,11 @@ def test_paper_dag_dry_runs_offline(tmp_path: Path, size: str, profile: str | No
     cfg = yaml.safe_load(PAPER_CONFIGS[size].read_text())
     jobs = planned_jobs(out)
     n_irl = len(cfg["irl"]["objectives"]) * len(cfg["irl"]["seeds"]) + 1  # + the supervised ceiling
-    assert jobs["irl_train"] == n_irl and jobs["evaluate"] == len(cfg["evaluation"]["stages"])
+    # every PPO stage once per seed (rlhf.seeds; IRL-RLHF takes them too), each evaluated
+    n_seeds = len(cfg["rlhf"]["seeds"])
+    assert jobs["rlhf"] == jobs["irl_rlhf"] == 1 and jobs["rlhf_seed"] == jobs["irl_rlhf_seed"] == n_seeds - 1
+    n_eval = sum(n_seeds if s in ("rlhf", "irl_rlhf") else 1 for s in cfg["evaluation"]["stages"])
+    assert jobs["irl_train"] == n_irl and jobs["evaluate"] == n_eval
     assert {"prepare_data", "base_model", "sft", "rlhf", "demonstrations", "irl_rlhf", "table1"} <= set(jobs)
     assert not (tmp_path / "results").exists()  # a dry run writes nothing
     resources = rule_resources(out)

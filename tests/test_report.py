@@ -53,8 +53,9 @@ def test_figure3_draws_every_log_in_every_panel() -> None:
 def synthetic_table(stages: tuple[str, ...] = ("sft", "rlhf", "irl_rlhf")) -> pd.DataFrame:
     rng = np.random.default_rng(0)
     table = pd.DataFrame(
-        {"model": "m", "stage": list(stages), "n_jigsaw_prompts": 20, "n_rtp_prompts": 10, "rtp_samples_per_prompt": 4}
-    )
+        {"model": "m", "stage": list(stages), "n_jigsaw_prompts": 20, "n_rtp_prompts": 10, "rtp_samples_per_prompt": 4,
+         "n_seeds": 1}
+    )  # fmt: skip
     for prefix in ("", "gt_"):
         for metric in METRIC_LABELS:
             value = rng.uniform(0.2, 0.6, len(stages))

@@ -41,7 +41,8 @@ SITE_PROFILE = REPO / "tests" / "slurm" / "site-profile"
 WORKFLOW_PROFILE = REPO / "profiles" / "slurm"
 PROFILE = yaml.safe_load((WORKFLOW_PROFILE / "config.yaml").read_text())
 MODEL_RULES = (
-    "sft", "rlhf", "irl_rlhf", "demonstrations", "irl_features", "irl_train", "irl_log_ratio", "evaluate"
+    "sft", "rlhf", "irl_rlhf", "demonstrations", "irl_features", "irl_train", "irl_log_ratio", "evaluate",
+    "rlhf_seed", "irl_rlhf_seed"
 )  # fmt: skip
 CPU_RULES = ("prepare_data", "base_model")
 TIMING_COLUMNS = ["rollout_seconds", "update_seconds", "rollout_tokens_per_s", "update_samples_per_s", "tokens_per_s"]
@@ -131,7 +132,8 @@ IN_CLOSE_WRITE, IN_MOVED_TO = 0x8, 0x80
 
 def rlhf_process(workdir: Path) -> tuple[int, str] | None:
     """PID and SLURM job id of the Python process running the rlhf rule's script (`.snakemake/scripts/tmp*.rlhf.py`;
-    not irl_rlhf's, not a shell wrapping it) in ``workdir``."""
+    not irl_rlhf's, not a shell wrapping it, not rule rlhf_seed's: the first seed's, whose job runs in a SLURM job
+    with comment rule_rlhf) in ``workdir``."""
     script = re.compile(rb"\S*/\.snakemake/scripts/tmp\w+\.rlhf\.py")
     for pid in filter(str.isdigit, os.listdir("/proc")):
         proc = Path("/proc") / pid
@@ -144,6 +146,8 @@ def rlhf_process(workdir: Path) -> tuple[int, str] | None:
         except OSError:
             continue
         job = [e.split(b"=", 1)[1].decode() for e in env if e.startswith(b"SLURM_JOB_ID=")]
+        if job and [rule_of(j) for j in scontrol_jobs() if j.get("JobId") == job[0]] != ["rlhf"]:
+            continue  # another seed's run (rule rlhf_seed) of the same script
         return int(pid), (job or [""])[0]
     return None
 
