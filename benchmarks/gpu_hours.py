@@ -163,7 +163,7 @@ def classifier_tokens(spec: Mapping[str, Any], where: str) -> int:
 def ppo_settings(section: Mapping[str, Any], max_prompt_tokens: int) -> PPOConfig:
     """The PPO stage's own settings object (its derived counts and cross-key checks) for a config's PPO section."""
     return from_config(
-        PPOConfig, "rlhf", {k: v for k, v in section.items() if k in PPO_FIELDS and k != "seed"},
+        PPOConfig, "rlhf", {k: v for k, v in section.items() if k in PPO_FIELDS},
         max_prompt_tokens=max_prompt_tokens, seed=section["seeds"][0],
     )  # fmt: skip
 

@@ -143,8 +143,10 @@ def base_model_params():
 
 
 EVAL_STAGES = config["evaluation"]["stages"]
+# the stages trained by PPO (one run per seed; Figure 3 draws their curves)
+PPO_STAGES = ["rlhf", "irl_rlhf"]
 # evaluated stages trained by PPO: Table 1 reads their final KL from the train log
-EVAL_PPO_STAGES = [s for s in EVAL_STAGES if s in ("rlhf", "irl_rlhf")]
+EVAL_PPO_STAGES = [s for s in EVAL_STAGES if s in PPO_STAGES]
 
 
 def ppo_seeds(stage):
@@ -156,7 +158,7 @@ def ppo_seeds(stage):
 def stage_runs(stage, primary, other):
     """[(seed, path)] of every run of a stage: ``primary`` for its first seed (the only one of base and SFT, seed
     None), ``other`` formatted with each further seed of a PPO stage."""
-    if stage not in ("rlhf", "irl_rlhf"):
+    if stage not in PPO_STAGES:
         return [(None, primary.format(stage=stage))]
     first, *more = ppo_seeds(stage)
     return [(first, primary.format(stage=stage))] + [(s, other.format(stage=stage, seed=s)) for s in more]

@@ -1,9 +1,6 @@
 # Figures drawn from artifacts (workflow_scripts/lib/figures.py) and the configuration snapshot of the HTML report.
 # `snakemake --report reports/report.html` collects every output marked with report() into one page.
 
-PPO_STAGES = ["rlhf", "irl_rlhf"]
-
-
 rule fig3_ppo_curves:
     """Figure 3: PPO training curves, RLHF (solid) vs IRL-RLHF (dashed)."""
     input:

@@ -64,13 +64,13 @@ def shared_bottom(a: torch.nn.Module, b: torch.nn.Module) -> int:
 
 def _completion_logprob_sums(
     model: torch.nn.Module, hidden: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, targets: torch.Tensor,
-    text_of: torch.Tensor, n_texts: int,
+    n_texts: int,
 ) -> torch.Tensor:  # fmt: skip
-    """Per text of a batch, the summed log-probability of its completion tokens, from the final hidden states: the
-    output layer is applied at the predicting positions (``rows``, ``cols``) only."""
+    """Per text (row) of a batch, the summed log-probability of its completion tokens, from the final hidden states:
+    the output layer is applied at the predicting positions (``rows``, ``cols``) only."""
     logits = model.get_output_embeddings()(hidden[rows, cols]).float()
     logprobs = torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None])[:, 0].double()
-    return torch.zeros(n_texts, dtype=torch.float64, device=logits.device).index_add_(0, text_of, logprobs)
+    return torch.zeros(n_texts, dtype=torch.float64, device=logits.device).index_add_(0, rows, logprobs)
 
 
 def log_ratio(
@@ -113,7 +113,7 @@ def log_ratio(
             sums = [
                 _completion_logprob_sums(
                     m, run_blocks(m, transformer_blocks(m)[n_shared:], final_norm(m), mask, **start_from),
-                    rows, cols, targets, rows, len(batch),
+                    rows, cols, targets, len(batch),
                 )
                 for m in (m_e, m_n)
             ]  # fmt: skip

@@ -86,11 +86,20 @@ def bootstrap_ci(
 ) -> tuple[float, float]:
     """Percentile bootstrap CI of ``statistic`` over the units in ``values`` (seeded, so tables are reproducible)."""
     arr = _as_1d(values)
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    _check_confidence(confidence)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, arr.size, size=(n_resamples, arr.size))
     stats = np.apply_along_axis(statistic, 1, arr[idx]) if statistic is not np.mean else arr[idx].mean(axis=1)
+    return _percentile_ci(stats, confidence)
+
+
+def _check_confidence(confidence: float) -> None:
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+
+
+def _percentile_ci(stats: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The central ``confidence`` interval of the resampled statistics (percentile method)."""
     alpha = (1 - confidence) / 2
     low, high = np.quantile(stats, [alpha, 1 - alpha])
     return float(low), float(high)
@@ -118,18 +127,13 @@ def bootstrap_ci_runs(
     units: pd.Series | pd.DataFrame | np.ndarray, n_resamples: int, confidence: float, seed: int
 ) -> tuple[float, float]:
     """Percentile bootstrap CI of the mean of ``units`` (runs x prompts, e.g. training seeds x eval prompts),
-    resampling runs and prompts together; one run is ``bootstrap_ci`` over its prompts, draw for draw."""
+    resampling runs and prompts together; one run is ``bootstrap_ci`` over its prompts, draw for draw (the prompts
+    are drawn first, and no run is drawn)."""
     arr = _as_runs(units)
-    if arr.shape[0] == 1:
-        return bootstrap_ci(arr[0], n_resamples=n_resamples, confidence=confidence, seed=seed)
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    _check_confidence(confidence)
     rng = np.random.default_rng(seed)
     prompts = rng.integers(0, arr.shape[1], size=(n_resamples, arr.shape[1]))
-    stats = _run_prompt_means(arr, prompts, rng)
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(stats, [alpha, 1 - alpha])
-    return float(low), float(high)
+    return _percentile_ci(_run_prompt_means(arr, prompts, rng), confidence)
 
 
 def protocol_units(jigsaw: pd.DataFrame, rtp: pd.DataFrame, score_col: str, threshold: float) -> dict[str, pd.Series]:
@@ -193,16 +197,12 @@ def paired_difference_ci(
     """Percentile bootstrap CI of mean(a) - mean(b), both (runs x prompts) on the same prompts: prompts resampled
     jointly (paired), each stage's runs resampled on their own (two stages' seeds are independent runs). One run
     each: ``bootstrap_ci`` of the per-prompt differences, draw for draw."""
-    if a.shape[0] == 1 and b.shape[0] == 1:
+    if a.shape[0] == 1 and b.shape[0] == 1:  # the per-prompt differences, as before seeds: bit for bit
         return bootstrap_ci(a[0] - b[0], n_resamples=n_resamples, confidence=confidence, seed=seed)
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    _check_confidence(confidence)
     rng = np.random.default_rng(seed)
     prompts = rng.integers(0, a.shape[1], size=(n_resamples, a.shape[1]))
-    stats = _run_prompt_means(a, prompts, rng) - _run_prompt_means(b, prompts, rng)
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(stats, [alpha, 1 - alpha])
-    return float(low), float(high)
+    return _percentile_ci(_run_prompt_means(a, prompts, rng) - _run_prompt_means(b, prompts, rng), confidence)
 
 
 def paired_differences(
