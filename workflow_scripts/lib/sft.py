@@ -8,11 +8,14 @@ With ``sft.source: import`` the stage instead copies an existing checkpoint (pap
 
 Plain next-token cross-entropy, AdamW, linear warm-up/decay, gradient clipping, only the top ``num_layers_unfrozen``
 blocks trainable (the frozen bottom runs without building a graph, so backward stops at the first trainable block).
+The frozen bottom's output is computed once per text, in the first epoch, and reused by every later one
+(``FrozenBottomCache``): the same loss up to float rounding, one bottom pass per text instead of one per epoch.
 """
 
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,16 @@ from tqdm.auto import tqdm
 
 from workflow_scripts.lib.atomic_io import write_parquet
 from workflow_scripts.lib.compute import ComputeConfig, Precision, describe_device, format_device
-from workflow_scripts.lib.lm import freeze_bottom_layers, load_causal_lm, load_lm, pad, save_checkpoint_dir
+from workflow_scripts.lib.lm import (
+    freeze_bottom_layers,
+    load_causal_lm,
+    load_lm,
+    pad,
+    run_blocks,
+    save_checkpoint_dir,
+    split_backbone,
+    transformer_blocks,
+)
 from workflow_scripts.lib.provenance import provenance
 from workflow_scripts.lib.seeding import seed_everything
 
@@ -66,6 +78,44 @@ def collate(batch: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
 
 
+class FrozenBottomCache:
+    """The frozen bottom's output for each training text, computed the first time the text is in a batch and reused
+    in every later epoch: the bottom has no trainable parameter, so its output never changes (dropout aside; the
+    models here have none). Each text's states are kept at its own length (about 9 MB per 100 texts of 64 tokens at
+    SmolLM2's width) and a batch is right-padded with zeros, which only padding positions see: attention is causal and
+    padding's labels are -100. The first epoch computes exactly what the full forward computes; later epochs differ
+    from recomputing only by the rounding of a bottom pass over another batch composition."""
+
+    def __init__(self, model: Any, num_layers_unfrozen: int) -> None:
+        self.model = model
+        backbone = split_backbone(model, num_layers_unfrozen)
+        self.bottom, self.top, self.norm = backbone.bottom, backbone.top, backbone.norm
+        self.states: dict[int, torch.Tensor] = {}
+        self.rows_computed = 0  # bottom passes, one per text when the cache works
+
+    def loss(self, batch: dict[str, torch.Tensor], text_ids: Sequence[int]) -> torch.Tensor:
+        """The model's own causal-LM loss on ``batch`` (rows = texts ``text_ids``), the bottom taken from the cache."""
+        mask = batch["attention_mask"]
+        lengths = mask.sum(1).tolist()
+        missing = [row for row, i in enumerate(text_ids) if i not in self.states]
+        if missing:
+            with torch.no_grad():
+                hidden = run_blocks(self.model, self.bottom, None, mask[missing], input_ids=batch["input_ids"][missing])
+            for k, row in enumerate(missing):
+                self.states[text_ids[row]] = hidden[k, : lengths[row]].clone()
+            self.rows_computed += len(missing)
+        width = mask.shape[1]
+        hidden = torch.stack(
+            [torch.nn.functional.pad(self.states[i], (0, 0, 0, width - len(self.states[i]))) for i in text_ids]
+        )
+        out = run_blocks(self.model, self.top, self.norm, mask, hidden=hidden)
+        logits = self.model.get_output_embeddings()(out)
+        return self.model.loss_function(logits=logits, labels=batch["labels"], vocab_size=self.model.config.vocab_size)
+
+    def megabytes(self) -> float:
+        return sum(t.numel() * t.element_size() for t in self.states.values()) / 1e6
+
+
 def train_sft(
     cfg: SFTConfig, base_dir: str | Path, train_path: str | Path, out_dir: str | Path, log_path: str | Path,
     compute: ComputeConfig | None = None,
@@ -97,9 +147,11 @@ def train_sft(
 
 
 def _train(
-    cfg: SFTConfig, model: Any, tokenizer: Any, texts: list[str], precision: Precision | None = None
-) -> tuple[Any, pd.DataFrame, dict[str, Any]]:
-    """The training loop; ``precision`` None: the schema's ``compute.precision`` on the model's device."""
+    cfg: SFTConfig, model: Any, tokenizer: Any, texts: list[str], precision: Precision | None = None,
+    cache_bottom: bool = True,
+) -> tuple[Any, pd.DataFrame, dict[str, Any]]:  # fmt: skip
+    """The training loop; ``precision`` None: the schema's ``compute.precision`` on the model's device.
+    ``cache_bottom`` False recomputes the frozen bottom every epoch (the tests' reference)."""
     device = next(model.parameters()).device
     precision = precision or Precision.default(device)
     freeze = freeze_bottom_layers(model, cfg.num_layers_unfrozen)
@@ -122,6 +174,8 @@ def _train(
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+    has_bottom = 0 <= cfg.num_layers_unfrozen < len(transformer_blocks(model))
+    cache = FrozenBottomCache(model, cfg.num_layers_unfrozen) if cache_bottom and has_bottom else None
     rng = np.random.default_rng(cfg.seed)
     rows: list[dict[str, float]] = []
     model.train()
@@ -131,13 +185,12 @@ def _train(
     for epoch in range(cfg.epochs):
         perm = rng.permutation(len(data))
         for b in range(steps_per_epoch):
-            batch = collate(
-                [data[i] for i in perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]], tokenizer.pad_token_id
-            )
+            text_ids = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size].tolist()
+            batch = collate([data[i] for i in text_ids], tokenizer.pad_token_id)
             batch = {k: v.to(device) for k, v in batch.items()}
             optimizer.zero_grad(set_to_none=True)
             with precision.autocast():
-                loss = model(**batch).loss.float()
+                loss = (cache.loss(batch, text_ids) if cache is not None else model(**batch).loss).float()
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"SFT loss is {loss.item()} at step {step}; stopping (nothing written)")
             grad_norm = precision.backward_step(loss, optimizer, params, cfg.max_grad_norm)
@@ -177,6 +230,10 @@ def _train(
         "first_loss": float(log["loss"].iloc[0]),
         "train_texts": len(data),
         "seconds": time.perf_counter() - start,
+        # frozen-bottom passes per text: 1 with the cache, one per epoch without
+        "bottom_passes_per_text": cache.rows_computed / len(data) if cache is not None else has_bottom * cfg.epochs,
     }
+    if cache is not None:
+        LOG.info("frozen bottom computed once per text and cached: %.0f MB", cache.megabytes())
     LOG.info("SFT done: loss %.4f -> %.4f in %.0f s", summary["first_loss"], summary["final_loss"], summary["seconds"])
     return model, log, summary
