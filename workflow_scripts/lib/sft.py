@@ -23,11 +23,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from torch.nn.utils.rnn import pad_sequence
 from tqdm.auto import tqdm
 
 from workflow_scripts.lib.atomic_io import write_parquet
 from workflow_scripts.lib.compute import ComputeConfig, Precision, describe_device, format_device
 from workflow_scripts.lib.lm import (
+    Backbone,
     freeze_bottom_layers,
     load_causal_lm,
     load_lm,
@@ -35,7 +37,6 @@ from workflow_scripts.lib.lm import (
     run_blocks,
     save_checkpoint_dir,
     split_backbone,
-    transformer_blocks,
 )
 from workflow_scripts.lib.provenance import provenance
 from workflow_scripts.lib.seeding import seed_everything
@@ -81,14 +82,13 @@ def collate(batch: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
 class FrozenBottomCache:
     """The frozen bottom's output for each training text, computed the first time the text is in a batch and reused
     in every later epoch: the bottom has no trainable parameter, so its output never changes (dropout aside; the
-    models here have none). Each text's states are kept at its own length (about 9 MB per 100 texts of 64 tokens at
-    SmolLM2's width) and a batch is right-padded with zeros, which only padding positions see: attention is causal and
-    padding's labels are -100. The first epoch computes exactly what the full forward computes; later epochs differ
-    from recomputing only by the rounding of a bottom pass over another batch composition."""
+    models here have none). Each text's states are kept at its own length (about 15 MB per 100 texts of 64 tokens at
+    SmolLM2's width, fp32) and a batch is right-padded with zeros, which only padding positions see: attention is
+    causal and padding's labels are -100. The first epoch computes exactly what the full forward computes; later
+    epochs differ from recomputing only by the rounding of a bottom pass over another batch composition."""
 
-    def __init__(self, model: Any, num_layers_unfrozen: int) -> None:
+    def __init__(self, model: Any, backbone: Backbone) -> None:
         self.model = model
-        backbone = split_backbone(model, num_layers_unfrozen)
         self.bottom, self.top, self.norm = backbone.bottom, backbone.top, backbone.norm
         self.states: dict[int, torch.Tensor] = {}
         self.rows_computed = 0  # bottom passes, one per text when the cache works
@@ -104,10 +104,7 @@ class FrozenBottomCache:
             for k, row in enumerate(missing):
                 self.states[text_ids[row]] = hidden[k, : lengths[row]].clone()
             self.rows_computed += len(missing)
-        width = mask.shape[1]
-        hidden = torch.stack(
-            [torch.nn.functional.pad(self.states[i], (0, 0, 0, width - len(self.states[i]))) for i in text_ids]
-        )
+        hidden = pad_sequence([self.states[i] for i in text_ids], batch_first=True)  # collate's width, zeros
         out = run_blocks(self.model, self.top, self.norm, mask, hidden=hidden)
         logits = self.model.get_output_embeddings()(out)
         return self.model.loss_function(logits=logits, labels=batch["labels"], vocab_size=self.model.config.vocab_size)
@@ -174,8 +171,9 @@ def _train(
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
-    has_bottom = 0 <= cfg.num_layers_unfrozen < len(transformer_blocks(model))
-    cache = FrozenBottomCache(model, cfg.num_layers_unfrozen) if cache_bottom and has_bottom else None
+    backbone = split_backbone(model, cfg.num_layers_unfrozen)
+    has_bottom = len(backbone.bottom) > 0
+    cache = FrozenBottomCache(model, backbone) if cache_bottom and has_bottom else None
     rng = np.random.default_rng(cfg.seed)
     rows: list[dict[str, float]] = []
     model.train()
