@@ -359,9 +359,11 @@ def test_mean_pooling_trains_and_round_trips(irl_inputs: dict) -> None:
     reward = load_reward_model(out / "reward_model", 32)
     assert reward.model.pooling == "mean"
     assert_scores_as_recorded(reward, out, irl_inputs["heldout"])
-    # the same text split elsewhere is another (prompt, completion): scored (and cached) apart
-    row = irl_inputs["heldout"].iloc[0]
-    assert reward.score([row["prompt"]], [row["original_output"]])[0] != reward.score([""], [row["text"]])[0]
+    # the same text split elsewhere is another (prompt, completion): scored (and cached) apart. A short text, so the
+    # prompt survives the left cut to max_length (every held-out text is longer: both splits would pool the same tokens)
+    prompt, completion = "Prompt 1:", " you are lovely in spring"
+    assert reward.model.completion_starts([prompt + completion], [len(prompt)])[0] > 0
+    assert reward.score([prompt], [completion])[0] != reward.score([""], [prompt + completion])[0]
 
 
 # ------------------------------------------------------------------------------------------------ pair labels
