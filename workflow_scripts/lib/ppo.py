@@ -67,10 +67,16 @@ RewardFn = Callable[[Sequence[str], Sequence[str]], torch.Tensor]
 class HydraPolicy:
     """The policy (trainable top + value head) and the frozen reference as two branches on one frozen bottom: a
     rollout batch runs the bottom once (``bottom_hidden``) and every later pass (policy, reference, each PPO epoch)
-    starts from its cached output. Construct under a fixed torch seed: the value head is freshly initialised."""
+    starts from its cached output. Construct under a fixed torch seed: the value head is freshly initialised.
 
-    def __init__(self, model: Any, num_layers_unfrozen: int) -> None:
-        self.model = model
+    ``bucket_rows`` (``rlhf.bucket_rows``): every pass over the top runs in pieces of that many rows of similar length
+    (``RolloutView.length_buckets``), each cut to its own width, and the pieces' outputs are put back in row order: the
+    same numbers as one pass over the padded batch up to fp32 rounding, with little padding computed. None: one pass.
+    ``positions`` counts (real, computed) top-block positions, for the update's padding share."""
+
+    def __init__(self, model: Any, num_layers_unfrozen: int, bucket_rows: int | None) -> None:
+        self.model, self.bucket_rows = model, bucket_rows
+        self.positions = [0, 0]
         self.device = next(model.parameters()).device
         model.eval()  # dropout off: rollout and update log-probs must come from the same distribution
         self.freeze_summary = freeze_bottom_layers(model, num_layers_unfrozen)
@@ -101,16 +107,37 @@ class HydraPolicy:
         logprobs[keep] = -torch.nn.functional.cross_entropy(logits, targets, reduction="none")
         return logits, logprobs, h
 
+    def _branch(
+        self, batch: RolloutView, top: Any, norm: Any, head: torch.nn.Module, values: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """One branch (policy or reference) over ``batch`` in length buckets: (logits of generated tokens [N, V], in
+        bucket order; logprobs [B, R]; values [B, R] or None), 0 on padding."""
+        width = batch.response_mask.shape[1]
+        pieces, logits, logprobs, vals = batch.length_buckets(self.bucket_rows), [], [], []
+        for idx in pieces:
+            piece = batch.rows(idx) if len(pieces) > 1 else batch
+            hidden = run_blocks(self.model, top, norm, piece.attention_mask, hidden=piece.bottom_hidden)
+            self.positions[0] += int(piece.attention_mask.sum())
+            self.positions[1] += piece.attention_mask.numel()
+            piece_logits, piece_logprobs, h = self._response_head(hidden, piece, head)
+            logits.append(piece_logits)
+            logprobs.append(torch.nn.functional.pad(piece_logprobs, (0, width - piece_logprobs.shape[1])))
+            if values:
+                piece_values = self.value_head(h).float() * piece.response_mask
+                vals.append(torch.nn.functional.pad(piece_values, (0, width - piece_values.shape[1])))
+        back = torch.argsort(torch.cat(pieces))  # bucket order -> row order
+        return torch.cat(logits), torch.cat(logprobs)[back], torch.cat(vals)[back] if values else None
+
     def forward(self, batch: RolloutView) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(logits of generated tokens [N, V], logprobs [B, R], values [B, R]) under the current policy."""
-        hidden = run_blocks(self.model, self.top, self.norm, batch.attention_mask, hidden=batch.bottom_hidden)
-        logits, logprobs, h = self._response_head(hidden, batch, self.head)
-        return logits, logprobs, self.value_head(h).float()
+        """(logits of generated tokens [N, V], logprobs [B, R], values [B, R]; 0 on padding) under the current
+        policy."""
+        logits, logprobs, values = self._branch(batch, self.top, self.norm, self.head, values=True)
+        assert values is not None
+        return logits, logprobs, values
 
     @torch.no_grad()
     def reference_logprobs(self, batch: RolloutView) -> torch.Tensor:
-        hidden = run_blocks(self.model, self.ref_top, self.ref_norm, batch.attention_mask, hidden=batch.bottom_hidden)
-        return self._response_head(hidden, batch, self.ref_head)[1]
+        return self._branch(batch, self.ref_top, self.ref_norm, self.ref_head, values=False)[1]
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """The model's trainable weights (the frozen rest is the initial checkpoint, identified by its fingerprint)."""
@@ -163,6 +190,7 @@ def ppo_update(
     gen = torch.Generator().manual_seed(cfg.seed * 7_919 + iteration)
     n = batch.input_ids.shape[0]
     params = policy.parameters()
+    policy.positions = [0, 0]
     for _ in range(cfg.ppo_epochs):
         perm = torch.randperm(n, generator=gen)
         for mb_idx in perm.split(cfg.batch_size):
@@ -187,7 +215,11 @@ def ppo_update(
     n_updates = cfg.ppo_epochs * math.ceil(n / cfg.batch_size)
     out = {k: v / n_updates for k, v in sums.items()}
     seconds = time.perf_counter() - start
-    return {**out, "update_seconds": seconds, "update_samples_per_s": cfg.ppo_epochs * n / max(seconds, 1e-9)}
+    real, computed = policy.positions
+    return {
+        **out, "update_seconds": seconds, "update_samples_per_s": cfg.ppo_epochs * n / max(seconds, 1e-9),
+        "update_padding_share": 1 - real / max(computed, 1),  # of the top-block positions the update computed
+    }  # fmt: skip
 
 
 # ============================================================================================ the trainer
@@ -223,7 +255,7 @@ class PPOTrainer:
         # identifies the initial policy (= the reference): a checkpoint of another model or tokenizer is never resumed
         self.init_fingerprint = model_fingerprint(model, tokenizer)
         torch.manual_seed(cfg.seed)  # the value head's initial weights depend on the seed only
-        self.policy = HydraPolicy(model, cfg.num_layers_unfrozen)
+        self.policy = HydraPolicy(model, cfg.num_layers_unfrozen, cfg.bucket_rows)
         self.optimizer, self.scheduler = make_optimizer(self.policy.parameters(), cfg)
         self.kl_ctl = kl_controller(cfg.init_kl_coef, cfg.target, cfg.horizon)
         self.running = RunningMoments()

@@ -22,6 +22,7 @@ class PPOConfig:
     chunk_size: int  # prompts per generation batch
     ppo_epochs: int
     batch_size: int  # minibatch size for the updates
+    bucket_rows: int | None  # rows per length bucket of a top-block pass (None: one pass per minibatch)
     num_layers_unfrozen: int
     learning_rate: float
     weight_decay: float

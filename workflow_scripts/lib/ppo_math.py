@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Self
 
 import numpy as np
 import torch
@@ -227,17 +228,7 @@ class RolloutView:
     prompt_width: int
     bottom_hidden: torch.Tensor  # [B, P + R, H] cached output of the frozen bottom blocks
 
-
-@dataclass
-class RolloutBatch(RolloutView):
-    """A batch of rollouts (a ``RolloutView``) with what the update needs from the rollout phase."""
-
-    logprobs: torch.Tensor  # [B, R] old policy
-    values: torch.Tensor  # [B, R] old values
-    advantages: torch.Tensor  # [B, R] whitened
-    returns: torch.Tensor  # [B, R]
-
-    def rows(self, idx: torch.Tensor) -> RolloutBatch:
+    def rows(self, idx: torch.Tensor) -> Self:
         """These rows, without the columns that are padding in all of them (a minibatch without the batch's longest
         prompt or response computes nothing for it; positions come from the attention mask, so nothing changes)."""
         take = {k: (v[idx] if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
@@ -250,7 +241,28 @@ class RolloutBatch(RolloutView):
             elif isinstance(v, torch.Tensor):
                 take[k] = v[:, :width]
         take["prompt_width"] = self.prompt_width - lead
-        return RolloutBatch(**take)
+        return type(self)(**take)
+
+    def length_buckets(self, size: int | None) -> list[torch.Tensor]:
+        """The row indices in pieces of ``size`` rows of similar length (sorted by prompt, then response length), so
+        that each piece, cut by ``rows``, computes little padding; one piece of every row when ``size`` is None."""
+        n = self.input_ids.shape[0]
+        if size is None or size >= n:
+            return [torch.arange(n, device=self.input_ids.device)]
+        prompt_len = self.attention_mask[:, : self.prompt_width].sum(1).cpu().tolist()
+        response_len = self.response_mask.sum(1).cpu().tolist()
+        order = sorted(range(n), key=lambda i: (prompt_len[i], response_len[i]))
+        return list(torch.tensor(order, device=self.input_ids.device).split(size))
+
+
+@dataclass
+class RolloutBatch(RolloutView):
+    """A batch of rollouts (a ``RolloutView``) with what the update needs from the rollout phase."""
+
+    logprobs: torch.Tensor  # [B, R] old policy
+    values: torch.Tensor  # [B, R] old values
+    advantages: torch.Tensor  # [B, R] whitened
+    returns: torch.Tensor  # [B, R]
 
 
 def collate_hidden(conts: Sequence[Continuation], prompt_width: int, response_width: int) -> torch.Tensor | None:
