@@ -19,7 +19,9 @@ Backends:
 * ``generate (stock)``: ``model.generate(do_sample=True, top_p=...)``, transformers' own sampler (sorts the
   vocabulary every step, draws with ``torch.multinomial``): what the pipeline sampled with before. Greedy decoding
   is the same call as ``transformers``, so it is only run for sampling;
-* ``transformers``: ``lib.generation.generate`` (greedy ``generate``; sampling through ``NucleusSampler``);
+* ``transformers``: ``lib.generation.generate`` (greedy ``generate``; sampling through ``NucleusSampler``; the k
+  samples of a prompt share its prefill, ``generation.shared_prefill``);
+* ``unshared``: the same with the prefill computed once per sample (what the pipeline did before 2026-12-07);
 * ``ctranslate2``: ``lib.engine.CT2Generator`` on a conversion of ``--model`` (converted here, timed, unless
   ``--engine`` names one).
 
@@ -145,6 +147,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     runs: dict[str, Run] = {
         "stock": lambda p, s: stock_generate(hf, p, s),
         "transformers": lambda p, s: generate_ids(hf.model, hf.tokenizer, p, s, args.seed, progress=False),
+        "unshared": lambda p, s: generate_ids(
+            hf.model, hf.tokenizer, p, s, args.seed, progress=False, share_prefill=False
+        ),
     }
     conversion_seconds = None
     if "ctranslate2" in args.backends:
@@ -161,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     rows, reference = [], {}
     workloads = [("greedy", greedy_prompts, args.greedy_batches), ("sampled", rtp_prompts, args.sampled_batches)]
     for workload, prompts, batches in workloads:
-        for backend in [b for b in args.backends if not (b == "stock" and workload == "greedy")]:
+        for backend in [b for b in args.backends if not (b in ("stock", "unshared") and workload == "greedy")]:
             for bs in batches:
                 s = GenerationSettings.greedy(args.greedy_tokens, bs, args.max_prompt_tokens)
                 if workload == "sampled":

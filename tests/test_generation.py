@@ -17,7 +17,7 @@ import yaml
 from scipy.stats import chisquare
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from conftest import REPO, TEST_CONFIG, planned_jobs, snakemake
+from conftest import REPO, TEST_CONFIG, assert_fp32_sums_close, network_depth, planned_jobs, snakemake
 from workflow_scripts.lib.compute import ComputeConfig
 from workflow_scripts.lib.engine import (
     COMPUTE_TYPES,
@@ -28,7 +28,14 @@ from workflow_scripts.lib.engine import (
     ctranslate2_runs_on,
     open_generator,
 )
-from workflow_scripts.lib.generation import GenerationSettings, filter_logits, generate_ids, sample_filtered
+from workflow_scripts.lib.generation import (
+    GenerationSettings,
+    filter_logits,
+    generate_ids,
+    sample_filtered,
+    shared_prefill,
+)
+from workflow_scripts.lib.lm import load_causal_lm, pad, stop_token_ids
 
 CPU = torch.device("cpu")
 
@@ -262,3 +269,53 @@ def test_ctranslate2_on_cuda_runs_there_or_falls_back_to_generate(tiny_model_dir
     assert gen.generate(PROMPTS, s, seed=0) == hf.generate(PROMPTS, s, seed=0)
     runs = ctranslate2_runs_on(torch.device("cuda"), "fp32") is None
     assert gen.backend == ("ctranslate2" if runs else "transformers")
+
+
+# ============================================================================================ shared prefill
+def tiny_llama(tiny_model_dir: Path, out: Path) -> Path:
+    """A tiny random Llama (the default model's architecture: rotary, grouped KV heads) with the tiny tokenizer."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)  # fmt: skip
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "llama"])
+def test_shared_prefill_gives_every_step_the_unshared_distribution(
+    tiny_model_dir: Path, tmp_path: Path, arch: str
+) -> None:
+    """k samples of a prompt share its prefill: each step's logits equal those of the prefill computed per sample up
+    to fp32 rounding, so greedy continuations and the seeded draws come out token-identical."""
+    model, tok = load_causal_lm(tiny_model_dir if arch == "gpt_neox" else tiny_llama(tiny_model_dir, tmp_path / "m"))
+    k = 3
+    for sampled in (False, True):
+        s = GenerationSettings(max_new_tokens=8, do_sample=sampled, top_k=0, top_p=0.9, temperature=1.0,
+                               num_return_sequences=k, batch_size=4, max_prompt_tokens=128)  # fmt: skip
+        shared = generate_ids(model, tok, PROMPTS, s, seed=3, progress=False)
+        assert shared == generate_ids(model, tok, PROMPTS, s, seed=3, progress=False, share_prefill=False)
+        if sampled:  # the k samples of a prompt are k draws, not one repeated
+            assert any(len({tuple(c.response_ids) for c in per_prompt}) > 1 for per_prompt in shared)
+    # the logits of every step, through generate with and without the shared cache (prompts of 1 to 7 tokens)
+    ids, mask = pad([tok(p, add_special_tokens=False)["input_ids"] or [tok.eos_token_id] for p in PROMPTS[1:]],
+                    tok.pad_token_id, "left")  # fmt: skip
+    ids, mask = ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0)
+    kw = {"max_new_tokens": 6, "do_sample": False, "return_dict_in_generate": True, "output_logits": True,
+          "output_hidden_states": True, "eos_token_id": stop_token_ids(tok, model), "pad_token_id": tok.pad_token_id,
+          "top_k": None, "top_p": None, "temperature": None}  # fmt: skip
+    with torch.no_grad():
+        ref = model.generate(input_ids=ids, attention_mask=mask, **kw)
+        got = model.generate(input_ids=ids, attention_mask=mask, cache=shared_prefill(model, ids[::k], mask[::k], k),
+                             **kw)  # fmt: skip
+    assert torch.equal(got.sequences, ref.sequences)
+    head = model.get_output_embeddings().weight.detach().abs()
+    for step, (a, b) in enumerate(zip(got.logits, ref.logits, strict=True)):
+        last = ref.hidden_states[step][-1][:, -1]  # the normed hidden state each step's logits project
+        magnitude = float((last.abs() @ head.T).max())
+        depth = network_depth(model.config, ids.shape[1] + step + 1)
+        assert_fp32_sums_close(a, b, depth, magnitude)

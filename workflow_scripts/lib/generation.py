@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
-from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
 
-from workflow_scripts.lib.lm import pad, stop_token_ids
+from workflow_scripts.lib.lm import pad, position_ids_from_mask, stop_token_ids
 
 LOG = logging.getLogger("irl_llms.generation")
 
@@ -158,11 +158,14 @@ def generate_ids(
     progress: bool = True,
     desc: str = "generate",
     hidden_layer: int | None = None,
+    share_prefill: bool = True,
 ) -> list[list[Continuation]]:
     """Continue every prompt; ``num_return_sequences`` continuations per prompt, in prompt order.
 
     Sampling is seeded per batch (``seed`` + batch index) so results do not depend on what ran before.
     ``hidden_layer``: also keep each continuation's hidden states at that depth (PPO caches its frozen bottom so).
+    ``share_prefill``: the k continuations of a prompt share its prefill (:func:`shared_prefill`); False computes it
+    once per continuation (the reference the tests compare with).
     """
     encoded = encode_prompts(tokenizer, prompts, settings.max_prompt_tokens)
     device = next(model.parameters()).device
@@ -175,13 +178,16 @@ def generate_ids(
     for b, idx in enumerate(tqdm(batches, desc=desc, disable=not progress, mininterval=5)):
         rows = [i for i in idx for _ in range(k)]  # k continuations per prompt, in order
         input_ids, attention = pad([encoded[i] for i in rows], pad_id, "left")
+        input_ids, attention = input_ids.to(device), attention.to(device)
+        shared = share_prefill and k > 1 and hidden_layer is None and input_ids.shape[1] > 1
         out = model.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention.to(device),
+            input_ids=input_ids,
+            attention_mask=attention,
             eos_token_id=stop_list,
             pad_token_id=pad_id,
             return_dict_in_generate=True,
             output_hidden_states=hidden_layer is not None,
+            **({"cache": shared_prefill(model, input_ids[::k], attention[::k], k)} if shared else {}),
             **settings.generate_kwargs(seed + b),  # sampling seeded per batch
         )
         new_tokens = out.sequences[:, input_ids.shape[1] :].cpu().tolist()
@@ -191,6 +197,20 @@ def generate_ids(
                 cont.hidden = continuation_hidden(out.hidden_states, hidden_layer, r, cont)
             results[i].append(cont)
     return results
+
+
+def shared_prefill(model: PreTrainedModel, input_ids: torch.Tensor, attention: torch.Tensor, k: int) -> DynamicCache:
+    """The KV cache of each (left-padded) prompt but its last token, computed once per prompt and repeated for its
+    ``k`` rows: ``generate`` then feeds only the last prompt token, and every sample of a prompt shares its prefill.
+    With causal attention a prompt's keys and values do not depend on what follows, so each step's distribution is the
+    unshared one up to fp32 rounding (the prefill's products have other shapes; ``tests/test_generation.py``)."""
+    cache = DynamicCache(config=model.config)
+    model(
+        input_ids=input_ids[:, :-1], attention_mask=attention[:, :-1], position_ids=position_ids_from_mask(
+            attention[:, :-1]), cache=cache, use_cache=True,
+    )  # fmt: skip
+    cache.batch_repeat_interleave(k)
+    return cache
 
 
 def continuation_hidden(steps: tuple, layer: int, row: int, cont: Continuation) -> torch.Tensor:
