@@ -21,14 +21,13 @@ import json
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import torch
 from config_options import CONFIG_HELP, load_config_option  # (benchmarks/)
 from machine import describe_machine, matmul_gflops, warn_if_busy  # (benchmarks/machine.py)
-from ppo_vs_trl import NonToxicityReward, load_prompt_texts  # (benchmarks/)
+from ppo_vs_trl import PPO_FIELDS, NonToxicityReward, load_prompt_texts  # (benchmarks/)
 
 from workflow_scripts.lib.config import from_config
 from workflow_scripts.lib.lm import load_causal_lm
@@ -39,7 +38,7 @@ MEASURED = ("rollout_seconds", "scoring_seconds", "update_seconds", "update_padd
 
 
 def run_setting(args: argparse.Namespace, config: dict[str, Any], bucket_rows: int | None) -> dict[str, Any]:
-    rlhf = {k: v for k, v in config["rlhf"].items() if k in {f.name for f in fields(PPOConfig)}}
+    rlhf = {k: v for k, v in config["rlhf"].items() if k in PPO_FIELDS}
     job = {"max_prompt_tokens": config["data"]["max_prompt_tokens"], "seed": config["rlhf"]["seeds"][0]}
     cfg = from_config(PPOConfig, "rlhf", {**rlhf, "bucket_rows": bucket_rows}, **job)
     model, tokenizer = load_causal_lm(args.model, device="cpu", dtype=torch.float32)

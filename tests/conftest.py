@@ -61,6 +61,12 @@ def assert_fp32_sums_close(actual: torch.Tensor, expected: torch.Tensor, depth: 
     torch.testing.assert_close(actual, expected, rtol=0.0, atol=atol)
 
 
+@torch.no_grad()
+def head_magnitude(model: Any, hidden: torch.Tensor) -> float:
+    """max over logits of sum_i |h_i w_i|: the scale of the LM head's sums (``magnitude`` for the logits)."""
+    return float((hidden.abs() @ model.get_output_embeddings().weight.abs().T).max())
+
+
 def snakemake(
     workdir: Path, *args: str, configfile: Path = TEST_CONFIG, check: bool = True
 ) -> subprocess.CompletedProcess:

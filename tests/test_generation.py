@@ -17,7 +17,15 @@ import yaml
 from scipy.stats import chisquare
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from conftest import REPO, TEST_CONFIG, assert_fp32_sums_close, network_depth, planned_jobs, snakemake
+from conftest import (
+    REPO,
+    TEST_CONFIG,
+    assert_fp32_sums_close,
+    head_magnitude,
+    network_depth,
+    planned_jobs,
+    snakemake,
+)
 from workflow_scripts.lib.compute import ComputeConfig
 from workflow_scripts.lib.engine import (
     COMPUTE_TYPES,
@@ -313,9 +321,6 @@ def test_shared_prefill_gives_every_step_the_unshared_distribution(
         got = model.generate(input_ids=ids, attention_mask=mask, cache=shared_prefill(model, ids[::k], mask[::k], k),
                              **kw)  # fmt: skip
     assert torch.equal(got.sequences, ref.sequences)
-    head = model.get_output_embeddings().weight.detach().abs()
     for step, (a, b) in enumerate(zip(got.logits, ref.logits, strict=True)):
         last = ref.hidden_states[step][-1][:, -1]  # the normed hidden state each step's logits project
-        magnitude = float((last.abs() @ head.T).max())
-        depth = network_depth(model.config, ids.shape[1] + step + 1)
-        assert_fp32_sums_close(a, b, depth, magnitude)
+        assert_fp32_sums_close(a, b, network_depth(model.config, ids.shape[1] + step + 1), head_magnitude(model, last))

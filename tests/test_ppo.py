@@ -11,7 +11,15 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import PROMPTS, assert_fp32_sums_close, length_reward, network_depth, ppo_job, tiny_cfg
+from conftest import (
+    PROMPTS,
+    assert_fp32_sums_close,
+    head_magnitude,
+    length_reward,
+    network_depth,
+    ppo_job,
+    tiny_cfg,
+)
 from workflow_scripts.lib.generation import Continuation
 from workflow_scripts.lib.lm import (
     load_causal_lm,
@@ -206,12 +214,6 @@ def final_hidden(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) 
     backbone = split_backbone(model, 1)
     h = run_blocks(model, backbone.bottom, None, mask, input_ids=ids)
     return run_blocks(model, backbone.top, backbone.norm, mask, hidden=h)
-
-
-@torch.no_grad()
-def head_magnitude(model: torch.nn.Module, hidden: torch.Tensor) -> float:
-    """max over logits of sum_i |h_i w_i|: the scale of the LM head's sums."""
-    return float((hidden.abs() @ model.get_output_embeddings().weight.abs().T).max())
 
 
 def test_hydra_policy_and_reference_equal_the_full_model_before_training(tiny_model_dir: Path) -> None:
