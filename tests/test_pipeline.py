@@ -304,7 +304,7 @@ def test_irl_rlhf_optimises_the_reward_chosen_on_validation(pipeline_run: Path) 
     )
     best = best_run(select_runs(runs))
     prov = json.loads((pipeline_run / "results" / "irl_rlhf" / "model" / "provenance.json").read_text())
-    assert prov["stage"] == "irl_rlhf" and prov["optimizer_steps"] == cfg["rlhf"]["total_steps"]
+    assert prov["stage"] == "irl_rlhf"
     reward = prov["reward"]
     assert (reward["kind"], reward["objective"]) == ("learned", objective)
     assert (reward["seed"], reward["epoch"]) == (int(best["seed"]), int(best["epoch"]))
@@ -315,7 +315,23 @@ def test_irl_rlhf_optimises_the_reward_chosen_on_validation(pipeline_run: Path) 
     # a different reward from RLHF's drove it: the raw rewards PPO logged are not the GT ones
     rl = pd.read_parquet(pipeline_run / "results" / "rlhf" / "train_log.parquet")
     irl = pd.read_parquet(pipeline_run / "results" / "irl_rlhf" / "train_log.parquet")
-    assert len(irl) == len(rl) and not np.allclose(irl["reward_raw_mean"], rl["reward_raw_mean"])
+    assert not np.allclose(irl["reward_raw_mean"][: len(rl)], rl["reward_raw_mean"][: len(irl)])
+
+    # irl_rlhf.stop_at_kl (.test: a fixed budget): it trained until its final KL (mean over the last fifth of its
+    # iterations) reached the budget, or to total_steps if it never did
+    def final(kl: np.ndarray) -> float:
+        return float(kl[len(kl) - max(1, len(kl) // 5) :].mean())
+
+    budget = cfg["irl_rlhf"]["stop_at_kl"]
+    assert isinstance(budget, float) and prov["kl_budget"] == budget
+    kl, n = irl.sort_values("iteration")["kl"].to_numpy(), len(irl)
+    assert all(final(kl[:m]) < budget for m in range(1, n))  # it did not stop late
+    assert prov["stopped_at_kl_budget"] == (final(kl) >= budget)
+    assert prov["stopped_at_kl_budget"] or n == len(rl)  # else it ran all total_steps
+    assert (
+        prov["optimizer_steps"]
+        == n * cfg["rlhf"]["ppo_epochs"] * cfg["rlhf"]["num_rollouts"] // cfg["rlhf"]["batch_size"]
+    )
 
 
 def test_table1_claims_follow_the_differences(pipeline_run: Path) -> None:

@@ -384,6 +384,34 @@ def test_resume_reaches_the_same_weights_and_log(tiny_model_dir: Path, tmp_path:
     assert not all(torch.equal(state_a[k], other.policy.trainable_state()[k]) for k in state_a)
 
 
+def test_kl_budget_stops_at_the_first_iteration_whose_final_kl_reaches_it(tiny_model_dir: Path, tmp_path: Path) -> None:
+    cfg = tiny_cfg(total_steps=24)  # 6 iterations of 4 optimizer steps
+    full = PPOTrainer(cfg, *load_causal_lm(tiny_model_dir), length_reward, PROMPTS).train()
+    kl = full["kl"].to_numpy()
+    budget = float(kl[1:4].max())  # reached by iteration 4 at the latest: the run stops early
+    assert budget > 0 and len(full) == cfg.iterations == 6
+
+    def final(n: int) -> float:  # Table 1's final KL of the first n iterations: the mean over their last fifth
+        return float(kl[n - max(1, n // 5) : n].mean())
+
+    expected = next(n for n in range(1, 7) if final(n) >= budget)
+    assert 2 <= expected <= 4
+    stopped = PPOTrainer(cfg, *load_causal_lm(tiny_model_dir), length_reward, PROMPTS, kl_budget=budget)
+    log = stopped.train(tmp_path / "a")
+    assert len(log) == stopped.iteration == expected and stopped.kl_budget_reached()
+    # the budget changes no iteration before the stop: the stopped run is the full run's prefix
+    pd.testing.assert_frame_equal(log.drop(columns=list(TIMING)), full.head(expected).drop(columns=list(TIMING)))
+    # killed after one iteration and resumed: the same stop
+    killed = PPOTrainer(cfg, *load_causal_lm(tiny_model_dir), length_reward, PROMPTS, kl_budget=budget)
+    killed.train(tmp_path / "b", stop_after=1)
+    resumed = PPOTrainer(cfg, *load_causal_lm(tiny_model_dir), length_reward, PROMPTS, kl_budget=budget)
+    assert len(resumed.train(tmp_path / "b")) == expected
+    state, other = stopped.policy.trainable_state(), resumed.policy.trainable_state()
+    assert all(torch.equal(state[k], other[k]) for k in state)
+    with pytest.raises(ValueError, match="kl_budget must be a positive number"):
+        PPOTrainer(cfg, *load_causal_lm(tiny_model_dir), length_reward, PROMPTS, kl_budget=float("nan"))
+
+
 def test_nan_reward_stops_and_keeps_last_good_checkpoint(tiny_model_dir: Path, tmp_path: Path) -> None:
     calls = {"n": 0}
 
@@ -473,3 +501,21 @@ def test_ppo_job_writes_the_checkpoint_log_and_drops_resume_state(tiny_model_dir
     pd.testing.assert_series_equal(other["monitor_reward_mean"], other["reward_raw_mean"], check_names=False)
     weights, again_weights = load_file(out / "model.safetensors"), load_file(tmp_path / "again/model/model.safetensors")
     assert all(torch.equal(weights[k], again_weights[k]) for k in weights)
+
+
+def test_the_kl_budget_of_stop_at_kl(tmp_path: Path) -> None:
+    """irl_rlhf.stop_at_kl: rlhf = the mean over RLHF's runs of Table 1's final KL (the last fifth of iterations);
+    a number is itself, null none; an RLHF that moved nowhere (KL <= 0) has no KL to match and is refused."""
+    from workflow_scripts.irl_rlhf import kl_budget
+
+    logs = []
+    for seed, kls in enumerate(([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0], [0.0, 0.5, 1.0, 1.5, 2.0])):
+        path = tmp_path / f"seed{seed}.parquet"
+        pd.DataFrame({"iteration": np.arange(len(kls))[::-1], "kl": kls[::-1]}).to_parquet(path)  # any row order
+        logs.append(str(path))
+    assert kl_budget("rlhf", logs) == pytest.approx(np.mean([(8.0 + 9.0) / 2, 2.0]))  # last 2 of 10, last 1 of 5
+    assert kl_budget(1.5, logs) == 1.5 and kl_budget(None, logs) is None
+    flat = tmp_path / "flat.parquet"
+    pd.DataFrame({"iteration": [0, 1, 2], "kl": [0.0, 0.01, -0.02]}).to_parquet(flat)
+    with pytest.raises(ValueError, match="RLHF's final KL to SFT is -0.02 nats .* set irl_rlhf.stop_at_kl: null"):
+        kl_budget("rlhf", [str(flat)])

@@ -40,7 +40,8 @@ LOADING = {
 # what the record keeps beside the config that a reader wants to see as numbers
 SUMMARY_KEYS = (
     "parameters", "vocab_size", "model_class", "imported_from", "base_model", "policy_init", "backbone", "reward",
-    "iterations", "optimizer_steps", "reward_first", "reward_last_fifth", "kl_last_fifth", "selected_epoch",
+    "iterations", "optimizer_steps", "reward_first", "reward_last_fifth", "kl_last_fifth", "kl_budget",
+    "stopped_at_kl_budget", "selected_epoch",
     "n_train_pairs", "n_val_pairs", "n_val_ties", "selected_metrics", "trainable_parameters", "total_parameters",
     "loss_first", "loss_last", "compute", "git_revision",
 )  # fmt: skip

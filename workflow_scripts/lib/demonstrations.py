@@ -40,7 +40,7 @@ LOG = logging.getLogger("irl_llms.demonstrations")
 DEMO_COLUMNS = [
     "prompt_id", "prompt", "original_output", "label", "source", "pair_kind", "expert_sample", "non_expert_sample",
     "expert", "non_expert", "gt_toxicity_expert", "gt_toxicity_non_expert", "expert_model", "non_expert_model",
-    "max_new_tokens", "decoding", "chosen", "rejected",
+    "expert_backend", "non_expert_backend", "max_new_tokens", "decoding", "chosen", "rejected",
 ]  # fmt: skip
 PAIRINGS = ("matched", "all")
 
@@ -134,6 +134,7 @@ def make_demonstrations(
     # completions[split][kind][role]: one list of completions per prompt (1 greedy, or k samples); empty: not drawn
     completions: dict[str, dict[str, dict[str, list[list[str]]]]] = {n: {"greedy": {}, "sampled": {}} for n in splits}
     sources = {}
+    backends: dict[tuple[str, str, str], str] = {}  # (split, pair kind, role) -> the backend that generated it
     for role in ("expert", "non_expert"):
         generator = open_model(role)
         sources[role] = generator.source
@@ -142,9 +143,11 @@ def make_demonstrations(
             if cfg.greedy or name != "train":
                 out = generator.generate(prompts, cfg.greedy_settings(), cfg.seed, desc=f"{role} {name} greedy")
                 completions[name]["greedy"][role] = out
+                backends[name, "greedy", role] = generator.backend
             if cfg.samples and name == "train":
                 out = generator.generate(prompts, cfg.sampled_settings(), cfg.seed, desc=f"{role} {name} sampled")
                 completions[name]["sampled"][role] = out
+                backends[name, "sampled", role] = generator.backend
         del generator
     frames = {}
     for name, df in selected.items():
@@ -153,6 +156,8 @@ def make_demonstrations(
         frame["gt_toxicity_non_expert"] = gt_scorer.p_toxic(frame["non_expert"].tolist())
         frame["expert_model"] = sources["expert"]
         frame["non_expert_model"] = sources["non_expert"]
+        for role in ("expert", "non_expert"):
+            frame[f"{role}_backend"] = [backends[name, kind, role] for kind in frame["pair_kind"]]
         frame["max_new_tokens"] = cfg.max_new_tokens
         # the preference format of TRL and kin (prompt / chosen / rejected): the expert's completion is preferred
         frame["chosen"], frame["rejected"] = frame["expert"], frame["non_expert"]

@@ -4,6 +4,11 @@
 * ``ctranslate2``: CTranslate2's generator on a converted copy of the checkpoint. The rule ``convert_engine`` writes
   that copy once per checkpoint (``results/{model}/ctranslate2/``: weights as stored, the tokenizer, ``engine.json``)
   and checks its logits against the checkpoint's before the directory appears.
+* ``auto`` (the default): sampled work always on ``transformers`` (the seeded draws the protocol documents, whatever
+  the machine); greedy work on whichever of the two a short measurement on this machine found faster
+  (``AutoGenerator``). The measurement is cached under ``results/engine/auto/`` per machine, model shape and batch,
+  and a conversion made for it under ``results/engine/ctranslate2/`` per checkpoint: caches, never job inputs, so a
+  different choice reruns nothing (greedy outputs are the same either way).
 
 Both take the same prompts (cut to ``max_prompt_tokens``), the same length-sorted batches and stop tokens. CTranslate2
 filters like transformers' logits processors (temperature, then top-k, then top-p keeping the token that crosses p;
@@ -19,8 +24,10 @@ the device itself is checked as for every model job (``compute.pick_device``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,13 +47,17 @@ from workflow_scripts.lib.generation import (
     decode_continuations,
     encode_prompts,
     generate,
+    generate_ids,
     length_sorted_batches,
 )
 from workflow_scripts.lib.lm import load_causal_lm, load_lm, model_fingerprint, prepare_tokenizer, stop_token_ids
 
 LOG = logging.getLogger("irl_llms.engine")
 
-BACKENDS = ("ctranslate2", "transformers")
+BACKENDS = ("auto", "ctranslate2", "transformers")
+AUTO_CACHE = Path("results") / "engine"  # relative to the workflow's working directory, as every job path
+AUTO_PROBE_PROMPTS = 64  # prompts (of the job's own) and new tokens the measurement generates with each backend
+AUTO_PROBE_TOKENS = 12
 COMPUTE_TYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 ENGINE_FILE = "engine.json"
 PROBE_TEXT = "The converted model must give the same next-token logits as the checkpoint it came from."
@@ -246,12 +257,116 @@ def ctranslate2_runs_on(device: torch.device, precision: str) -> str | None:
     return None
 
 
+# ============================================================================================ auto
+def machine_key(model: Any, device: torch.device, precision: str, batch_size: int) -> dict[str, Any]:
+    """What the faster greedy backend depends on: the processor (model name and torch's vector capability) or GPU,
+    threads, precision, library versions, the model's shape and the batch size."""
+    import ctranslate2
+
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    c = model.config
+    return {
+        "device": device.type, "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+        "precision": precision, "torch": torch.__version__, "ctranslate2": ctranslate2.__version__,
+        "model": [c.model_type, c.hidden_size, c.num_hidden_layers, c.vocab_size], "batch_size": batch_size,
+    }  # fmt: skip
+
+
+class AutoGenerator:
+    """``generation.backend: auto``. Sampled calls: ``transformers``. Greedy calls: the backend recorded for this
+    machine in ``results/engine/auto/<key>.json``; on first use, both generate the job's first
+    ``AUTO_PROBE_PROMPTS`` prompts (``AUTO_PROBE_TOKENS`` new tokens, after a warm-up call each) and the faster one
+    is recorded, CTranslate2 only when its tokens equal ``generate``'s on every probe prompt. The choice and its
+    measurement go to the job's log and to ``choices`` (the job's provenance)."""
+
+    def __init__(self, model_dir: str | Path, compute: ComputeConfig, cache: str | Path = AUTO_CACHE) -> None:
+        self.hf = TransformersGenerator(model_dir, compute)
+        self.source, self.cache, self.precision_name = self.hf.source, Path(cache), compute.precision
+        self.device = pick_device(compute.device)
+        self.backend = "auto"  # until a call picks one: then "auto: <backend>" for the last call
+        self.choices: list[dict[str, Any]] = []
+        self.ct2: CT2Generator | None = None
+
+    def engine(self) -> CT2Generator:
+        """This checkpoint converted for CTranslate2, from the cache (converted into it on first use)."""
+        if self.ct2 is None:
+            out = self.cache / "ctranslate2" / model_fingerprint(self.hf.model, self.hf.tokenizer)
+            if not (out / ENGINE_FILE).exists():
+                convert_checkpoint(self.source, out)
+            self.ct2 = CT2Generator(out, self.device, self.precision_name)
+        return self.ct2
+
+    def measure(self, prompts: Sequence[str], settings: GenerationSettings) -> dict[str, Any]:
+        """Tokens/s of both backends on the probe, and whether their tokens agree."""
+        probe = list(prompts[:AUTO_PROBE_PROMPTS])
+        s = GenerationSettings.greedy(min(settings.max_new_tokens, AUTO_PROBE_TOKENS), settings.batch_size,
+                                      settings.max_prompt_tokens)  # fmt: skip
+        warm = GenerationSettings.greedy(2, settings.batch_size, settings.max_prompt_tokens)
+        runs: dict[str, Any] = {
+            "transformers": lambda p, g: generate_ids(self.hf.model, self.hf.tokenizer, p, g, seed=0, progress=False),
+            "ctranslate2": lambda p, g: self.engine().generate_ids(p, g, seed=0),
+        }
+        rates, tokens = {}, {}
+        for name, run in runs.items():
+            with self.hf.precision.autocast():
+                run(probe[:2], warm)
+                start = time.perf_counter()
+                out = run(probe, s)
+                seconds = time.perf_counter() - start
+            tokens[name] = [c[0].response_ids for c in out]
+            rates[name] = sum(len(t) for t in tokens[name]) / max(seconds, 1e-9)
+        identical = sum(a == b for a, b in zip(tokens["transformers"], tokens["ctranslate2"], strict=True))
+        faster = max(rates, key=rates.get)  # type: ignore[arg-type]
+        choice = faster if identical == len(probe) else "transformers"
+        return {"tokens_per_s": rates, "identical": f"{identical}/{len(probe)}", "choice": choice,
+                "probe": {"prompts": len(probe), "max_new_tokens": s.max_new_tokens}}  # fmt: skip
+
+    def greedy_backend(self, prompts: Sequence[str], settings: GenerationSettings) -> dict[str, Any]:
+        """The recorded choice for this machine (measured and recorded first if there is none)."""
+        why_not = ctranslate2_runs_on(self.device, self.precision_name)
+        if why_not is not None:
+            return {"choice": "transformers", "why": why_not}
+        key = machine_key(self.hf.model, self.device, self.precision_name, settings.batch_size)
+        path = self.cache / "auto" / f"{hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]}.json"
+        if path.exists():
+            record = json.loads(path.read_text())
+            if record.get("choice") in ("transformers", "ctranslate2"):
+                return {**record, "cached": str(path)}
+            LOG.warning("generation.backend=auto: %s holds no valid choice; measuring again", path)
+        record = {"machine": key, **self.measure(prompts, settings)}
+        write_json(record, path)
+        return {**record, "measured_now": str(path)}
+
+    def generate(
+        self, prompts: Sequence[str], settings: GenerationSettings, seed: int, desc: str = "generate"
+    ) -> list[list[str]]:
+        if settings.do_sample:
+            decision: dict[str, Any] = {"choice": "transformers", "why": "sampled work stays on transformers"}
+        else:
+            decision = self.greedy_backend(prompts, settings)
+        self.backend = f"auto: {decision['choice']}"
+        self.choices.append({"call": desc, **decision})
+        LOG.info("generation.backend=auto, %s (%s): %s", desc, "sampled" if settings.do_sample else "greedy",
+                 json.dumps(decision, sort_keys=True))  # fmt: skip
+        if decision["choice"] == "ctranslate2":
+            return self.engine().generate(prompts, settings, seed, desc)
+        return self.hf.generate(prompts, settings, seed, desc)
+
+
 def open_generator(
     cfg: EngineConfig, model_dir: str | Path, engine_dir: str | Path | None, compute: ComputeConfig
 ) -> TextGenerator:
     """The configured backend for one checkpoint (``engine_dir``: its ``convert_engine`` output)."""
     if cfg.backend == "transformers":
         return TransformersGenerator(model_dir, compute)
+    if cfg.backend == "auto":
+        return AutoGenerator(model_dir, compute)
     device = pick_device(compute.device)
     why_not = ctranslate2_runs_on(device, compute.precision)
     if why_not is not None:

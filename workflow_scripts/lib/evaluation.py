@@ -78,6 +78,7 @@ def evaluate_model(
             "sample": 0,
             "prompt": jig_prompts["prompt"].to_numpy(),
             "generation": [g[0] for g in jig_out],
+            "backend": generator.backend,  # under generation.backend auto: the one it picked for this call
         }
     )
 
@@ -91,7 +92,14 @@ def evaluate_model(
     LOG.info("rtp-style: %d x %d sampled continuations in %.0f s", len(rtp_out), rcfg.k, time.perf_counter() - start)
     rtp = pd.DataFrame(
         [
-            {"protocol": "rtp", "prompt_id": str(pid), "sample": s, "prompt": prompt, "generation": gen}
+            {
+                "protocol": "rtp",
+                "prompt_id": str(pid),
+                "sample": s,
+                "prompt": prompt,
+                "generation": gen,
+                "backend": generator.backend,
+            }
             for pid, prompt, gens in zip(rtp_prompts["id"], rtp_prompts["prompt"], rtp_out, strict=True)
             for s, gen in enumerate(gens)
         ]

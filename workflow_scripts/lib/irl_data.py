@@ -79,9 +79,14 @@ def build_features(
     lm, tokenizer, precision = load_lm(backbone_dir, compute)
     model = RewardModel(lm, tokenizer, trainable_layers, max_length, "last", precision)  # the bottom only
     starts = model.completion_starts(texts, [len(parts[t][0]) for t in texts])
-    hidden: list[torch.Tensor] = []
+    ids = model.encode(texts)
+    by_length = sorted(range(len(texts)), key=lambda j: len(ids[j]))  # batches of similar length: little padding
+    hidden_of: dict[int, torch.Tensor] = {}
     for i in range(0, len(texts), 32):
-        hidden.extend(h.cpu().clone() for h in model.bottom_hidden(model.encode(texts[i : i + 32])))
+        batch = by_length[i : i + 32]
+        states = model.bottom_hidden([ids[j] for j in batch])
+        hidden_of.update(zip(batch, (h.cpu().clone() for h in states), strict=True))
+    hidden = [hidden_of[j] for j in range(len(texts))]
     lengths = torch.tensor([h.shape[0] for h in hidden])
     state = {
         "texts": texts,
@@ -209,9 +214,16 @@ class Texts:
         return model.score_hidden([self.hidden[i] for i in idx], [self.starts[i] for i in idx])
 
     def score_all(self, model: RewardModel, idx: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
-        """Rewards without gradients, ``SCORE_BATCH`` texts a pass (all texts, or those at ``idx``)."""
+        """Rewards without gradients (all texts, or those at ``idx``, in that order), ``SCORE_BATCH`` texts of
+        similar length a pass: the held-out texts' lengths vary 1-96 tokens, and batches in text order computed 2.7x
+        their real positions (1.6x sorted; each text's score equals its own unpadded pass up to float rounding)."""
         idx = np.arange(len(self.hidden)) if idx is None else np.asarray(idx)
+        perm = np.argsort([self.hidden[i].shape[0] for i in idx], kind="stable")
+        by_length = idx[perm]
         with torch.no_grad():
-            return torch.cat(
-                [self.score(model, idx[i : i + SCORE_BATCH]).cpu() for i in range(0, len(idx), SCORE_BATCH)]
+            scores = torch.cat(
+                [self.score(model, by_length[i : i + SCORE_BATCH]).cpu() for i in range(0, len(idx), SCORE_BATCH)]
             ).numpy()
+        out = np.empty_like(scores)
+        out[perm] = scores  # back to the order of idx
+        return out

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from workflow_scripts.lib.atomic_io import atomic_path
 from workflow_scripts.lib.compute import Precision
+from workflow_scripts.lib.curves import last_fifth
 from workflow_scripts.lib.generation import Continuation, generate_ids
 from workflow_scripts.lib.lm import freeze_bottom_layers, model_fingerprint, run_blocks, split_backbone
 from workflow_scripts.lib.ppo_checkpoint import check_loadable, cpu_rng_state, restored, to_cpu
@@ -241,16 +242,22 @@ def score_completions(
 
 class PPOTrainer:
     """The loop: sample prompts -> roll out -> score -> update, with resumable checkpoints. ``monitor``: a second
-    reward, only logged (``monitor_reward_mean``): the GT reward while IRL-RLHF climbs the learned one."""
+    reward, only logged (``monitor_reward_mean``): the GT reward while IRL-RLHF climbs the learned one.
+    ``kl_budget`` (nats per sequence): stop before ``total_steps`` once the run's final KL (the mean over the last
+    fifth of its iterations so far, as Table 1 reports it) reaches it; it changes no iteration before the stop, so
+    the stopped run is a prefix of the full one (IRL-RLHF at RLHF's KL: ``irl_rlhf.stop_at_kl``)."""
 
     def __init__(
         self, cfg: PPOConfig, model: Any, tokenizer: Any, reward_fn: RewardFn, prompts: Sequence[str],
-        precision: Precision | None = None, monitor: RewardFn | None = None,
+        precision: Precision | None = None, monitor: RewardFn | None = None, kl_budget: float | None = None,
     ) -> None:  # fmt: skip
         if len(prompts) == 0:
             raise ValueError("PPO needs at least one training prompt; the prompt set is empty")
         self.cfg, self.tokenizer, self.reward_fn, self.prompts = cfg, tokenizer, reward_fn, list(prompts)
         self.monitor = monitor
+        if kl_budget is not None and not (math.isfinite(kl_budget) and kl_budget > 0):
+            raise ValueError(f"kl_budget must be a positive number of nats, got {kl_budget}")
+        self.kl_budget = kl_budget
         self.precision = precision or Precision.default(next(model.parameters()).device)
         # identifies the initial policy (= the reference): a checkpoint of another model or tokenizer is never resumed
         self.init_fingerprint = model_fingerprint(model, tokenizer)
@@ -364,8 +371,15 @@ class PPOTrainer:
         return True
 
     # ------------------------------------------------------------------ the loop
+    def kl_budget_reached(self) -> bool:
+        """Whether the run's final KL so far (``curves.last_fifth``, as Table 1's) has reached ``kl_budget``."""
+        if self.kl_budget is None or not self.log_rows:
+            return False
+        return float(last_fifth(pd.DataFrame(self.log_rows))["kl"].mean()) >= self.kl_budget
+
     def train(self, checkpoint_dir: str | Path | None = None, stop_after: int | None = None) -> pd.DataFrame:
-        """Run until ``total_steps`` optimizer steps (or ``stop_after`` iterations, for tests of resumption)."""
+        """Run until ``total_steps`` optimizer steps or the ``kl_budget`` (or ``stop_after`` iterations, for tests of
+        resumption)."""
         cfg = self.cfg
         ckpt = Path(checkpoint_dir) / "last.pt" if checkpoint_dir else None
         if ckpt is not None and ckpt.exists():
@@ -376,7 +390,11 @@ class PPOTrainer:
                  summary["total_parameters"])  # fmt: skip
         bar = tqdm(total=cfg.iterations, initial=self.iteration, desc="ppo", mininterval=5)
         done_here = 0
-        while self.iteration < cfg.iterations and (stop_after is None or done_here < stop_after):
+        while (
+            self.iteration < cfg.iterations
+            and not self.kl_budget_reached()
+            and (stop_after is None or done_here < stop_after)
+        ):
             row = self.train_iteration()
             done_here += 1
             bar.update(1)
@@ -386,4 +404,7 @@ class PPOTrainer:
             if ckpt is not None and (self.iteration % cfg.checkpoint_interval == 0 or self.iteration == cfg.iterations):
                 self.save_checkpoint(ckpt)
         bar.close()
+        if self.kl_budget_reached():
+            LOG.info("KL budget %.3f reached after %d of %d iterations (final KL %.3f); stopping", self.kl_budget,
+                     self.iteration, cfg.iterations, last_fifth(pd.DataFrame(self.log_rows))["kl"].mean())  # fmt: skip
         return pd.DataFrame(self.log_rows)

@@ -42,13 +42,15 @@ def run_ppo_stage(
     reward_description: dict[str, Any],
     compute: ComputeConfig | None = None,
     monitor: RewardFn | None = None,
+    kl_budget: float | None = None,
 ) -> pd.DataFrame:
     """PPO from ``policy_dir``; writes the final checkpoint and log atomically, then drops the resume checkpoints.
-    ``monitor``: a reward logged beside the optimised one (``PPOTrainer``)."""
+    ``monitor``: a reward logged beside the optimised one; ``kl_budget``: stop once the final KL reaches it
+    (``PPOTrainer``)."""
     compute = compute or ComputeConfig.default()
     seed_everything(cfg.seed)
     model, tokenizer, precision = load_lm(policy_dir, compute)
-    trainer = PPOTrainer(cfg, model, tokenizer, reward_fn, prompts, precision, monitor)
+    trainer = PPOTrainer(cfg, model, tokenizer, reward_fn, prompts, precision, monitor, kl_budget)
     log = trainer.train(checkpoint_dir)
     tail = last_fifth(log)
     summary = {
@@ -57,6 +59,8 @@ def run_ppo_stage(
         "reward_first": float(log["reward_raw_mean"].iloc[0]),
         "reward_last_fifth": float(tail["reward_raw_mean"].mean()),
         "kl_last_fifth": float(tail["kl"].mean()),
+        "kl_budget": kl_budget,
+        "stopped_at_kl_budget": bool(len(log) < cfg.iterations),
         **trainer.policy.freeze_summary,
     }
     record = provenance(
@@ -79,17 +83,19 @@ def run_ppo_stage(
 
 
 def run_ppo_job(
-    smk: Any, prompts: list[str], reward_fn: RewardFn, reward_description: dict[str, Any], monitor: RewardFn
-) -> None:
+    smk: Any, prompts: list[str], reward_fn: RewardFn, reward_description: dict[str, Any], monitor: RewardFn,
+    kl_budget: float | None = None,
+) -> None:  # fmt: skip
     """``run_ppo_stage`` wired to a PPO rule: ``params.{rlhf,compute,checkpoint_dir,max_prompt_tokens}``,
     ``input.sft``, ``output.{model,log}`` (rules ``rlhf`` and ``irl_rlhf`` and their ``_seed`` replicates;
     ``params.rlhf`` holds the rule's PPO settings with the job's one seed of the seed list as ``seed``);
-    ``monitor``: the GT reward, logged as ``monitor_reward_mean`` (for rlhf, the reward itself)."""
+    ``monitor``: the GT reward, logged as ``monitor_reward_mean`` (for rlhf, the reward itself); ``kl_budget``:
+    see ``PPOTrainer``."""
     settings = dict(smk.params.rlhf)
     seed = settings.pop("seed")  # a job value: the section has the seed list
     run_ppo_stage(
         smk.rule, from_config(PPOConfig, "rlhf", settings, max_prompt_tokens=smk.params.max_prompt_tokens, seed=seed),
         smk.input.sft, prompts, reward_fn,
         smk.output.model, smk.output.log, smk.params.checkpoint_dir, reward_description,
-        from_config(ComputeConfig, "compute", smk.params.compute), monitor,
+        from_config(ComputeConfig, "compute", smk.params.compute), monitor, kl_budget,
     )  # fmt: skip
