@@ -126,7 +126,7 @@ def test_ppo_seeds_are_independent_runs_from_sft(pipeline_run: Path) -> None:
 
     from safetensors.torch import load_file
 
-    seeds = load_config(TEST_CONFIG)["rlhf"]["seeds"]
+    seeds, cfg_steps = load_config(TEST_CONFIG)["rlhf"]["seeds"], load_config(TEST_CONFIG)["rlhf"]["total_steps"]
     for stage in ("rlhf", "irl_rlhf"):
         first, other = (
             pipeline_run / "results" / stage / "model",
@@ -135,7 +135,10 @@ def test_ppo_seeds_are_independent_runs_from_sft(pipeline_run: Path) -> None:
         a, b = (json.loads((d / "provenance.json").read_text()) for d in (first, other))
         assert (a["seed"], b["seed"]) == (seeds[0], seeds[1])
         assert a["policy_init"].endswith("sft/model") and b["policy_init"] == a["policy_init"]
-        assert a["optimizer_steps"] == b["optimizer_steps"]
+        if stage == "rlhf":
+            assert a["optimizer_steps"] == b["optimizer_steps"] == cfg_steps
+        else:  # each seed stops on its own once its KL reaches the budget (irl_rlhf.stop_at_kl)
+            assert a["kl_budget"] == b["kl_budget"] and max(a["optimizer_steps"], b["optimizer_steps"]) <= cfg_steps
         assert a["reward"] == b["reward"]  # the same reward (IRL-RLHF: the same learned reward model)
         wa, wb = load_file(first / "model.safetensors"), load_file(other / "model.safetensors")
         assert any(not torch.equal(wa[k], wb[k]) for k in wa)  # the seed changed the run
