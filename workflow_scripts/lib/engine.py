@@ -282,8 +282,9 @@ class AutoGenerator:
     """``generation.backend: auto``. Sampled calls: ``transformers``. Greedy calls: the backend recorded for this
     machine in ``results/engine/auto/<key>.json``; on first use, both generate the job's first
     ``AUTO_PROBE_PROMPTS`` prompts (``AUTO_PROBE_TOKENS`` new tokens, after a warm-up call each) and the faster one
-    is recorded, CTranslate2 only when its tokens equal ``generate``'s on every probe prompt. The choice and its
-    measurement go to the job's log and to ``choices`` (the job's provenance)."""
+    is recorded, CTranslate2 only when its tokens equal ``generate``'s on every probe prompt. Each call's choice and
+    its measurement go to the job's log and to ``choices``; ``backend`` names the last call's, which the outputs
+    record per row."""
 
     def __init__(self, model_dir: str | Path, compute: ComputeConfig, cache: str | Path = AUTO_CACHE) -> None:
         self.hf = TransformersGenerator(model_dir, compute)

@@ -16,6 +16,7 @@ import torch
 
 from workflow_scripts.lib.atomic_io import atomic_path
 from workflow_scripts.lib.compute import ComputeConfig
+from workflow_scripts.lib.generation import length_sorted_batches
 from workflow_scripts.lib.inputs import read_table
 from workflow_scripts.lib.lm import load_lm
 from workflow_scripts.lib.reward_model import RewardModel, save_frozen_backbone
@@ -80,10 +81,8 @@ def build_features(
     model = RewardModel(lm, tokenizer, trainable_layers, max_length, "last", precision)  # the bottom only
     starts = model.completion_starts(texts, [len(parts[t][0]) for t in texts])
     ids = model.encode(texts)
-    by_length = sorted(range(len(texts)), key=lambda j: len(ids[j]))  # batches of similar length: little padding
     hidden_of: dict[int, torch.Tensor] = {}
-    for i in range(0, len(texts), 32):
-        batch = by_length[i : i + 32]
+    for batch in length_sorted_batches(ids, 32):  # batches of similar length: little padding
         states = model.bottom_hidden([ids[j] for j in batch])
         hidden_of.update(zip(batch, (h.cpu().clone() for h in states), strict=True))
     hidden = [hidden_of[j] for j in range(len(texts))]
@@ -218,12 +217,8 @@ class Texts:
         similar length a pass: the held-out texts' lengths vary 1-96 tokens, and batches in text order computed 2.7x
         their real positions (1.6x sorted; each text's score equals its own unpadded pass up to float rounding)."""
         idx = np.arange(len(self.hidden)) if idx is None else np.asarray(idx)
-        perm = np.argsort([self.hidden[i].shape[0] for i in idx], kind="stable")
-        by_length = idx[perm]
+        out = np.empty(len(idx), dtype=np.float32)
         with torch.no_grad():
-            scores = torch.cat(
-                [self.score(model, by_length[i : i + SCORE_BATCH]).cpu() for i in range(0, len(idx), SCORE_BATCH)]
-            ).numpy()
-        out = np.empty_like(scores)
-        out[perm] = scores  # back to the order of idx
+            for batch in length_sorted_batches([self.hidden[i] for i in idx], SCORE_BATCH):  # positions into idx
+                out[batch] = self.score(model, idx[batch]).cpu().numpy()
         return out
