@@ -24,7 +24,7 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +33,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from workflow_scripts.lib.atomic_io import atomic_path
 from workflow_scripts.lib.compute import Precision
 from workflow_scripts.lib.curves import last_fifth
 from workflow_scripts.lib.generation import Continuation, generate_ids
 from workflow_scripts.lib.lm import freeze_bottom_layers, model_fingerprint, run_blocks, split_backbone
-from workflow_scripts.lib.ppo_checkpoint import check_loadable, cpu_rng_state, restored, to_cpu
+from workflow_scripts.lib.ppo_checkpoint import load_trainer, save_trainer
 from workflow_scripts.lib.ppo_config import PPOConfig
 from workflow_scripts.lib.ppo_math import (
     RolloutBatch,
@@ -57,11 +56,9 @@ from workflow_scripts.lib.ppo_math import (
     ppo_losses,
     scale_scores,
 )
-from workflow_scripts.lib.rewards import check_reward_output
+from workflow_scripts.lib.rewards import RewardFn, score_completions
 
 LOG = logging.getLogger("irl_llms.ppo")
-
-RewardFn = Callable[[Sequence[str], Sequence[str]], torch.Tensor]
 
 
 # ============================================================================================ the policy
@@ -224,22 +221,6 @@ def ppo_update(
 
 
 # ============================================================================================ the trainer
-def score_completions(
-    reward_fn: RewardFn, monitor: RewardFn | None, prompts: list[str], completions: list[str], iteration: int
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The reward of each completion, checked (a NaN stops training, naming the iteration), and the monitor's (None
-    without one; the reward itself when the monitor is the reward function, scored once)."""
-    try:
-        raw = check_reward_output(reward_fn(prompts, completions), len(prompts), "reward function")
-    except FloatingPointError as err:
-        raise FloatingPointError(
-            f"{err} at iteration {iteration}; stopping (the last good checkpoint is kept)"
-        ) from err
-    if monitor is None or monitor is reward_fn:
-        return raw, None if monitor is None else raw
-    return raw, check_reward_output(monitor(prompts, completions), len(prompts), "monitor reward")
-
-
 class PPOTrainer:
     """The loop: sample prompts -> roll out -> score -> update, with resumable checkpoints. ``monitor``: a second
     reward, only logged (``monitor_reward_mean``): the GT reward while IRL-RLHF climbs the learned one.
@@ -326,49 +307,13 @@ class PPOTrainer:
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, path: str | Path) -> None:
-        """Everything the next iteration depends on: fingerprints (what may resume), weights, optimizer, schedule, loss
-        scaler, KL coefficient, running moments, prompt sampler, torch RNG, and the log so far; on the CPU."""
-        state = {
-            "fingerprint": self.cfg.fingerprint(), "init_fingerprint": self.init_fingerprint,
-            "precision": self.precision.name, "scaler": self.precision.scaler.state_dict(),
-            "iteration": self.iteration, "step": self.step, "kl_coef": self.kl_ctl.value,
-            "model": self.policy.trainable_state(), "value_head": self.policy.value_head.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "running": (self.running.mean, self.running.var, self.running.count),
-            "sampler": self.sampler.bit_generator.state, "torch_rng": torch.get_rng_state(), "log_rows": self.log_rows,
-        }  # fmt: skip
-        with atomic_path(path) as tmp:
-            torch.save(to_cpu(state), tmp)
+        """Everything the next iteration depends on, on the CPU (``ppo_checkpoint.save_trainer``)."""
+        save_trainer(self, path)
 
     def load_checkpoint(self, path: str | Path) -> bool:
-        """Restore a checkpoint of *this* configuration; False (start fresh) for another config's. Read on the CPU and
-        checked whole before anything changes: a bad one raises and leaves the trainer as it was (compute.py)."""
-        state = torch.load(path, map_location="cpu", weights_only=False)  # load_state_dict places tensors on devices
-        mismatch = {
-            "fingerprint": (self.cfg.fingerprint(), "is from a different PPO config"),
-            "init_fingerprint": (self.init_fingerprint, "started from another policy/tokenizer"),
-            "precision": (self.precision.name, f"was trained in {state['precision']}, not {self.precision.name}"),
-        }
-        for key, (expected, why) in mismatch.items():
-            if state[key] != expected:
-                LOG.warning("checkpoint %s %s; starting from scratch", path, why)
-                return False
-        check_loadable(self.policy.trainable_state(), state["model"], f"{path}: model")
-        check_loadable(self.policy.value_head.state_dict(), state["value_head"], f"{path}: value head")
-        check_loadable(self.optimizer, state["optimizer"], f"{path}: optimizer")
-        rng = cpu_rng_state(state["torch_rng"], f"{path}: torch_rng")  # a CPU ByteTensor, wherever it was loaded
-        sampler, scaler = restored(self.sampler, state["sampler"]), restored(self.precision.scaler, state["scaler"])
-        it, step, kl, (mean, var, n), rows = (state[k] for k in "iteration step kl_coef running log_rows".split())
-        self.policy.model.load_state_dict(state["model"], strict=False)
-        self.policy.value_head.load_state_dict(state["value_head"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.precision.scaler, self.kl_ctl.value, self.sampler = scaler, kl, sampler
-        self.running.mean, self.running.var, self.running.count = mean, var, n
-        torch.set_rng_state(rng)
-        self.iteration, self.step, self.log_rows = it, step, list(rows)
-        LOG.info("resumed from %s at iteration %d (step %d)", path, self.iteration, self.step)
-        return True
+        """Restore a checkpoint of *this* configuration; False (start fresh) for another config's; a bad one raises
+        and leaves the trainer as it was (``ppo_checkpoint.load_trainer``)."""
+        return load_trainer(self, path)
 
     # ------------------------------------------------------------------ the loop
     def kl_budget_reached(self) -> bool:

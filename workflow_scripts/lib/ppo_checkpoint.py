@@ -1,17 +1,22 @@
-"""The PPO resume checkpoint's state (``PPOTrainer.save_checkpoint`` / ``load_checkpoint`` in ``lib/ppo.py``), made to
-open on any device and checked whole before anything is restored: ``to_cpu``, ``check_loadable``, ``cpu_rng_state``,
-``restored``.
+"""The PPO resume checkpoint (``PPOTrainer.save_checkpoint`` / ``load_checkpoint`` in ``lib/ppo.py``: ``save_trainer``,
+``load_trainer``), made to open on any device and checked whole before anything is restored: ``to_cpu``,
+``check_loadable``, ``cpu_rng_state``, ``restored``.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
+from workflow_scripts.lib.atomic_io import atomic_path
+
+LOG = logging.getLogger("irl_llms.ppo")
 T = TypeVar("T")
 
 
@@ -109,3 +114,53 @@ def cpu_rng_state(saved: Any, what: str) -> torch.Tensor:
     except (RuntimeError, TypeError) as err:
         raise ValueError(f"{what}: not a torch RNG state ({err})") from err
     return as_bytes
+
+
+def save_trainer(trainer: Any, path: str | Path) -> None:
+    """Write the resume checkpoint of ``trainer`` (a ``PPOTrainer``): everything its next iteration depends on:
+    fingerprints (what may resume), weights, optimizer, schedule, loss scaler, KL coefficient, running moments, prompt
+    sampler, torch RNG, and the log so far; on the CPU."""
+    state = {
+        "fingerprint": trainer.cfg.fingerprint(), "init_fingerprint": trainer.init_fingerprint,
+        "precision": trainer.precision.name, "scaler": trainer.precision.scaler.state_dict(),
+        "iteration": trainer.iteration, "step": trainer.step, "kl_coef": trainer.kl_ctl.value,
+        "model": trainer.policy.trainable_state(), "value_head": trainer.policy.value_head.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(), "scheduler": trainer.scheduler.state_dict(),
+        "running": (trainer.running.mean, trainer.running.var, trainer.running.count),
+        "sampler": trainer.sampler.bit_generator.state, "torch_rng": torch.get_rng_state(),
+        "log_rows": trainer.log_rows,
+    }  # fmt: skip
+    with atomic_path(path) as tmp:
+        torch.save(to_cpu(state), tmp)
+
+
+def load_trainer(trainer: Any, path: str | Path) -> bool:
+    """Restore into ``trainer`` (a ``PPOTrainer``) a checkpoint of its own configuration; False (start fresh) for
+    another config's. Read on the CPU and checked whole before anything changes: a bad one raises and leaves the
+    trainer as it was."""
+    state = torch.load(path, map_location="cpu", weights_only=False)  # load_state_dict places tensors on devices
+    mismatch = {
+        "fingerprint": (trainer.cfg.fingerprint(), "is from a different PPO config"),
+        "init_fingerprint": (trainer.init_fingerprint, "started from another policy/tokenizer"),
+        "precision": (trainer.precision.name, f"was trained in {state['precision']}, not {trainer.precision.name}"),
+    }
+    for key, (expected, why) in mismatch.items():
+        if state[key] != expected:
+            LOG.warning("checkpoint %s %s; starting from scratch", path, why)
+            return False
+    check_loadable(trainer.policy.trainable_state(), state["model"], f"{path}: model")
+    check_loadable(trainer.policy.value_head.state_dict(), state["value_head"], f"{path}: value head")
+    check_loadable(trainer.optimizer, state["optimizer"], f"{path}: optimizer")
+    rng = cpu_rng_state(state["torch_rng"], f"{path}: torch_rng")  # a CPU ByteTensor, wherever it was loaded
+    sampler, scaler = restored(trainer.sampler, state["sampler"]), restored(trainer.precision.scaler, state["scaler"])
+    it, step, kl, (mean, var, n), rows = (state[k] for k in "iteration step kl_coef running log_rows".split())
+    trainer.policy.model.load_state_dict(state["model"], strict=False)
+    trainer.policy.value_head.load_state_dict(state["value_head"])
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.scheduler.load_state_dict(state["scheduler"])
+    trainer.precision.scaler, trainer.kl_ctl.value, trainer.sampler = scaler, kl, sampler
+    trainer.running.mean, trainer.running.var, trainer.running.count = mean, var, n
+    torch.set_rng_state(rng)
+    trainer.iteration, trainer.step, trainer.log_rows = it, step, list(rows)
+    LOG.info("resumed from %s at iteration %d (step %d)", path, trainer.iteration, trainer.step)
+    return True

@@ -22,9 +22,10 @@ from workflow_scripts.lib.compute import ComputeConfig, describe_device
 from workflow_scripts.lib.config import from_config
 from workflow_scripts.lib.curves import last_fifth
 from workflow_scripts.lib.lm import load_lm, save_checkpoint_dir
-from workflow_scripts.lib.ppo import PPOTrainer, RewardFn
+from workflow_scripts.lib.ppo import PPOTrainer
 from workflow_scripts.lib.ppo_config import PPOConfig
 from workflow_scripts.lib.provenance import provenance
+from workflow_scripts.lib.rewards import RewardFn
 from workflow_scripts.lib.seeding import seed_everything
 
 LOG = logging.getLogger("irl_llms.ppo_stage")

@@ -9,7 +9,7 @@ original text did. ``reward_text: continuation`` scores the two continuations wi
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -17,6 +17,9 @@ import torch
 from workflow_scripts.lib.toxicity import ToxicityScorer
 
 LOG = logging.getLogger("irl_llms.rewards")
+
+# a reward: (prompts, completions) -> one score per completion (the GT classifier's or a learned IRL reward model's)
+RewardFn = Callable[[Sequence[str], Sequence[str]], torch.Tensor]
 
 
 def check_reward_output(scores: torch.Tensor | np.ndarray | Sequence[float], n: int, what: str) -> torch.Tensor:
@@ -27,6 +30,22 @@ def check_reward_output(scores: torch.Tensor | np.ndarray | Sequence[float], n: 
     if not torch.isfinite(out).all():
         raise FloatingPointError(f"{what} returned NaN/inf for {int((~torch.isfinite(out)).sum())} of {n} completions")
     return out
+
+
+def score_completions(
+    reward_fn: RewardFn, monitor: RewardFn | None, prompts: list[str], completions: list[str], iteration: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The reward of each completion, checked (a NaN stops training, naming the iteration), and the monitor's (None
+    without one; the reward itself when the monitor is the reward function, scored once)."""
+    try:
+        raw = check_reward_output(reward_fn(prompts, completions), len(prompts), "reward function")
+    except FloatingPointError as err:
+        raise FloatingPointError(
+            f"{err} at iteration {iteration}; stopping (the last good checkpoint is kept)"
+        ) from err
+    if monitor is None or monitor is reward_fn:
+        return raw, None if monitor is None else raw
+    return raw, check_reward_output(monitor(prompts, completions), len(prompts), "monitor reward")
 
 
 REWARD_TEXTS = ("full", "continuation")
