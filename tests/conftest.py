@@ -67,6 +67,20 @@ def head_magnitude(model: Any, hidden: torch.Tensor) -> float:
     return float((hidden.abs() @ model.get_output_embeddings().weight.abs().T).max())
 
 
+def tiny_llama(tiny_model_dir: Path, out: Path) -> Path:
+    """A tiny random Llama (the default model's architecture: rotary, grouped KV heads) with the tiny tokenizer."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)  # fmt: skip
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
 def snakemake(
     workdir: Path, *args: str, configfile: Path = TEST_CONFIG, check: bool = True
 ) -> subprocess.CompletedProcess:

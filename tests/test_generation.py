@@ -25,6 +25,7 @@ from conftest import (
     network_depth,
     planned_jobs,
     snakemake,
+    tiny_llama,
 )
 from workflow_scripts.lib.compute import ComputeConfig
 from workflow_scripts.lib.engine import (
@@ -341,20 +342,6 @@ def test_ctranslate2_on_cuda_runs_there_or_falls_back_to_generate(tiny_model_dir
 
 
 # ============================================================================================ shared prefill
-def tiny_llama(tiny_model_dir: Path, out: Path) -> Path:
-    """A tiny random Llama (the default model's architecture: rotary, grouped KV heads) with the tiny tokenizer."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)  # fmt: skip
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
-
-
 @pytest.mark.parametrize("arch", ["gpt_neox", "llama"])
 def test_shared_prefill_gives_every_step_the_unshared_distribution(
     tiny_model_dir: Path, tmp_path: Path, arch: str

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from workflow_scripts.lib.atomic_io import write_parquet
 from workflow_scripts.lib.compute import ComputeConfig, describe_device
 from workflow_scripts.lib.inputs import read_table
-from workflow_scripts.lib.irl_data import PAIR_LABELS, FeatureStore, Texts, pair_orientation, validation_pairs
+from workflow_scripts.lib.irl_data import PAIR_LABELS, FeatureStore, Pairs, Texts, pair_orientation, validation_pairs
 from workflow_scripts.lib.irl_metrics import CEILING, choose_threshold, reward_metrics
 from workflow_scripts.lib.lm import load_lm
 from workflow_scripts.lib.provenance import provenance
@@ -151,7 +151,7 @@ def train_irl(
         pair_log_ratio, ("prompt_id", "expert_log_ratio", "non_expert_log_ratio"), "pair log-ratios"
     )  # fmt: skip
     sign = pair_orientation("expert" if cfg.objective == CEILING else cfg.pair_labels, store, log_ratios)
-    expert, non_expert = Texts.of(store, roles["expert"]), Texts.of(store, roles["non_expert"])
+    pairs = Pairs.of(store, roles["expert"], roles["non_expert"])  # a pair's prompt computed once for both sides
     train_idx, val_idx, val_ties, val_texts = validation_pairs(store.state, cfg.validation_fraction)
     n_flipped, n_unlabelled = int((sign[train_idx] < 0).sum()), int((sign[train_idx] == 0).sum())
     train_idx, val_idx = train_idx[sign[train_idx] != 0], val_idx[sign[val_idx] != 0]
@@ -189,7 +189,8 @@ def train_irl(
                 if cfg.objective == CEILING:
                     loss = supervised_loss(ceiling.score(model, idx), ceiling_toxic[idx])
                 else:  # d > 0: the preferred side scores higher
-                    d = expert.score(model, idx) - non_expert.score(model, idx)
+                    r_expert, r_non_expert = pairs.score(model, idx)
+                    d = r_expert - r_non_expert
                     loss = irl_loss(d * torch.as_tensor(sign[idx], dtype=d.dtype, device=d.device), cfg.objective,
                                     cfg.margin)  # fmt: skip
                 if not torch.isfinite(loss):
@@ -197,7 +198,8 @@ def train_irl(
                 model.precision.backward_step(loss, optimizer, params, cfg.max_grad_norm)
                 model.head.bound_(cfg.max_head_norm)
                 train_losses.append(float(loss.detach()))
-        val_d = val_sign * torch.tensor(expert.score_all(model, val_idx) - non_expert.score_all(model, val_idx))
+        val_expert, val_non_expert = pairs.score_all(model, val_idx)
+        val_d = val_sign * torch.tensor(val_expert - val_non_expert)
         val_rewards = val.score_all(model)
         threshold = choose_threshold(val_rewards, val_gt_toxic)
         row = {

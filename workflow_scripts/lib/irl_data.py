@@ -19,6 +19,7 @@ from workflow_scripts.lib.compute import ComputeConfig
 from workflow_scripts.lib.generation import length_sorted_batches
 from workflow_scripts.lib.inputs import read_table
 from workflow_scripts.lib.lm import load_lm
+from workflow_scripts.lib.prefix_pack import group_batches, pack_prefixes
 from workflow_scripts.lib.reward_model import RewardModel, save_frozen_backbone
 from workflow_scripts.lib.toxicity import LABEL_THRESHOLD, ToxicityScorer, is_toxic
 
@@ -81,16 +82,13 @@ def build_features(
     model = RewardModel(lm, tokenizer, trainable_layers, max_length, "last", precision)  # the bottom only
     starts = model.completion_starts(texts, [len(parts[t][0]) for t in texts])
     ids = model.encode(texts)
-    hidden_of: dict[int, torch.Tensor] = {}
-    for batch in length_sorted_batches(ids, 32):  # batches of similar length: little padding
-        states = model.bottom_hidden([ids[j] for j in batch])
-        hidden_of.update(zip(batch, (h.cpu().clone() for h in states), strict=True))
-    hidden = [hidden_of[j] for j in range(len(texts))]
+    hidden, shared = packed_bottom(model, ids, [parts[t][0] for t in texts])
     lengths = torch.tensor([h.shape[0] for h in hidden])
     state = {
         "texts": texts,
         "offsets": torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)]),
         "hidden": torch.cat(hidden),
+        "input_ids": torch.tensor([t for x in ids for t in x], dtype=torch.long),  # aligned with hidden's rows
         "completion_start": torch.tensor(starts),  # each text's first completion token (mean pooling)
         "gt_reward": torch.tensor(-gt_classifier.toxic_logit(texts), dtype=torch.float64),  # paper: -(toxic logit)
         "gt_toxic": torch.tensor(is_toxic(gt_classifier.p_toxic(texts), LABEL_THRESHOLD)),
@@ -110,9 +108,33 @@ def build_features(
         torch.save(state, tmp)
     if frozen_out is not None:
         save_frozen_backbone(model, frozen_out)
-    LOG.info(
-        "IRL features: %d texts, %d tokens, hidden %s", len(texts), int(lengths.sum()), tuple(state["hidden"].shape)
-    )
+    LOG.info("IRL features: %d texts, %d tokens (%d computed: a prompt's tokens once for all its texts), hidden %s",
+             len(texts), int(lengths.sum()), int(lengths.sum()) - shared, tuple(state["hidden"].shape))  # fmt: skip
+
+
+FEATURE_BATCH = 32  # packed rows (one per prompt) per frozen-bottom pass
+
+
+def packed_bottom(model: RewardModel, ids: list[list[int]], prompts: Sequence[str]) -> tuple[list[torch.Tensor], int]:
+    """Frozen-bottom hidden states of every text (on the CPU), the texts of one prompt packed into one row so that
+    their common token prefix is computed once (``lib.prefix_pack``); rows of similar length batched together.
+    Returns the states and how many positions the packing saved."""
+    by_prompt: dict[str, list[int]] = {}
+    for i, p in enumerate(prompts):
+        by_prompt.setdefault(p, []).append(i)
+    groups = list(by_prompt.values())
+    hidden: list[torch.Tensor | None] = [None] * len(ids)
+    shared = 0
+    for batch in group_batches(ids, groups, FEATURE_BATCH):
+        members = [i for b in batch for i in groups[b]]
+        local = {i: j for j, i in enumerate(members)}
+        pack = pack_prefixes([ids[i] for i in members], [[local[i] for i in groups[b]] for b in batch])
+        shared += pack.shared_positions()
+        states = model.bottom_hidden_packed([ids[i] for i in members], pack)
+        for i, h in zip(members, states, strict=True):
+            hidden[i] = h.cpu().clone()
+    assert all(h is not None for h in hidden)
+    return hidden, shared  # type: ignore[return-value]
 
 
 class FeatureStore:
@@ -125,6 +147,16 @@ class FeatureStore:
     def hidden(self, texts: Sequence[str]) -> list[torch.Tensor]:
         off, hid = self.state["offsets"], self.state["hidden"]
         return [hid[off[self.index[t]] : off[self.index[t] + 1]] for t in texts]
+
+    def ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Each text's token ids (the rows of its hidden states), to find the prefix a pair's texts share."""
+        if "input_ids" not in self.state:
+            raise ValueError(
+                "these IRL features predate shared prompt states (no token ids): rebuild them with "
+                "`snakemake --forcerun irl_features`"
+            )
+        off, ids = self.state["offsets"], self.state["input_ids"]
+        return [ids[off[self.index[t]] : off[self.index[t] + 1]].tolist() for t in texts]
 
     def starts(self, texts: Sequence[str]) -> list[int]:
         """Each text's first completion token (``RewardModel.completion_starts``), for mean pooling."""
@@ -212,6 +244,9 @@ class Texts:
     def score(self, model: RewardModel, idx: Sequence[int] | np.ndarray) -> torch.Tensor:
         return model.score_hidden([self.hidden[i] for i in idx], [self.starts[i] for i in idx])
 
+    def take(self, idx: Sequence[int] | np.ndarray) -> tuple[list[torch.Tensor], list[int]]:
+        return [self.hidden[i] for i in idx], [self.starts[i] for i in idx]
+
     def score_all(self, model: RewardModel, idx: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """Rewards without gradients (all texts, or those at ``idx``, in that order), ``SCORE_BATCH`` texts of
         similar length a pass: the held-out texts' lengths vary 1-96 tokens, and batches in text order computed 2.7x
@@ -222,3 +257,38 @@ class Texts:
             for batch in length_sorted_batches([self.hidden[i] for i in idx], SCORE_BATCH):  # positions into idx
                 out[batch] = self.score(model, idx[batch]).cpu().numpy()
         return out
+
+
+@dataclass
+class Pairs:
+    """Demonstration pairs scored together: the expert's and the non-expert's text of a pair start with the same
+    prompt tokens, whose top-block states are computed once for both (``lib.prefix_pack``; gradients flow to both
+    sides). Rewards equal scoring each side on its own up to float rounding."""
+
+    expert: Texts
+    non_expert: Texts
+    ids: tuple[list[list[int]], list[list[int]]]
+
+    @classmethod
+    def of(cls, store: FeatureStore, expert: Sequence[str], non_expert: Sequence[str]) -> Pairs:
+        return cls(Texts.of(store, expert), Texts.of(store, non_expert), (store.ids(expert), store.ids(non_expert)))
+
+    def score(self, model: RewardModel, idx: Sequence[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(expert rewards, non-expert rewards) of the pairs at ``idx``."""
+        (h_e, s_e), (h_n, s_n) = self.expert.take(idx), self.non_expert.take(idx)
+        n = len(h_e)
+        pack = pack_prefixes([self.ids[0][i] for i in idx] + [self.ids[1][i] for i in idx],
+                             [[j, n + j] for j in range(n)])  # fmt: skip
+        r = model.score_hidden(h_e + h_n, s_e + s_n, pack)
+        return r[:n], r[n:]
+
+    def score_all(self, model: RewardModel, idx: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``score`` without gradients, ``SCORE_BATCH`` texts (half as many pairs) of similar length a pass."""
+        idx = np.asarray(idx)
+        out = np.empty((2, len(idx)), dtype=np.float32)
+        seqs = [self.ids[0][i] for i in idx] + [self.ids[1][i] for i in idx]
+        with torch.no_grad():
+            for batch in group_batches(seqs, [[j, len(idx) + j] for j in range(len(idx))], SCORE_BATCH // 2):
+                e, n = self.score(model, idx[batch])
+                out[0, batch], out[1, batch] = e.cpu().numpy(), n.cpu().numpy()
+        return out[0], out[1]

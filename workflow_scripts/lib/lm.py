@@ -227,6 +227,7 @@ def run_blocks(
     attention_mask: torch.Tensor,
     input_ids: torch.Tensor | None = None,
     hidden: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Run a contiguous range of transformer blocks of ``model`` (optionally followed by a final norm).
 
@@ -234,10 +235,14 @@ def run_blocks(
     frozen bottom is computed once and cached while only the top blocks are re-run (trlx's "hydra" trick); ``blocks``
     may also be a frozen copy of the top (the reference model's branch). Supports models whose embedding output is the
     first block's input unchanged (Llama, GPT-NeoX/Pythia; *not* GPT-2's learned position embeddings):
-    ``tests/test_ppo.py`` checks that bottom + top equals the full forward.
+    ``tests/test_ppo.py`` checks that bottom + top equals the full forward. ``attention_mask`` is the usual [batch,
+    len] padding mask (positions then follow from it), or a custom [batch, 1, len, len] mask with explicit
+    ``position_ids`` (``lib.prefix_pack``).
     """
     if (input_ids is None) == (hidden is None):
         raise ValueError("pass exactly one of input_ids or hidden")
+    if attention_mask.ndim == 4 and position_ids is None:
+        raise ValueError("a 4D attention mask needs explicit position_ids")
     base = model.base_model
     block_attr, norm_attr = _arch_attr(model, "blocks"), _arch_attr(model, "norm")
     if block_attr is None or norm_attr is None:
@@ -250,7 +255,7 @@ def run_blocks(
             input_ids=input_ids,
             inputs_embeds=hidden,
             attention_mask=attention_mask,
-            position_ids=position_ids_from_mask(attention_mask),
+            position_ids=position_ids_from_mask(attention_mask) if position_ids is None else position_ids,
             use_cache=False,
         )
     finally:

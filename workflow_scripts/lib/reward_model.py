@@ -39,6 +39,7 @@ from workflow_scripts.lib.atomic_io import atomic_path, write_json
 from workflow_scripts.lib.cards import write_model_card
 from workflow_scripts.lib.compute import ComputeConfig, Precision
 from workflow_scripts.lib.lm import load_lm, pad, run_blocks, split_backbone
+from workflow_scripts.lib.prefix_pack import PrefixPack, run_packed
 from workflow_scripts.lib.rewards import check_reward_output
 
 POOLINGS = ("last", "mean")
@@ -128,16 +129,31 @@ class RewardModel(torch.nn.Module):
             h = run_blocks(self.lm, self.bottom, None, mask.to(self.device), input_ids=input_ids.to(self.device))
         return [h[i, : len(x)].float() for i, x in enumerate(ids)]
 
-    def score_hidden(self, hidden: list[torch.Tensor], starts: Sequence[int] | None = None) -> torch.Tensor:
+    def bottom_hidden_packed(self, ids: list[list[int]], pack: PrefixPack) -> list[torch.Tensor]:
+        """``bottom_hidden`` with the texts packed by ``pack`` (``lib.prefix_pack``): a common token prefix of a
+        group (the prompt of a pair) computed once; the same states up to float rounding."""
+        with torch.no_grad(), self.precision.autocast():
+            states = run_packed(self.lm, self.bottom, None, pack, input_ids=ids)
+        return [h.float() for h in states]
+
+    def score_hidden(
+        self, hidden: list[torch.Tensor], starts: Sequence[int] | None = None, pack: PrefixPack | None = None
+    ) -> torch.Tensor:
         """Rewards from bottom hidden states: run the top blocks, pool (``last`` token, or ``mean_pooling_weights``
-        from ``starts``, each text's completion start) and apply the head."""
-        batch = pad_sequence([h.to(self.device) for h in hidden], batch_first=True)  # right padding with zeros
+        from ``starts``, each text's completion start) and apply the head. ``pack``: the texts packed so that a
+        group's common prefix (a pair's prompt) runs through the top once, its gradient flowing to both texts
+        (``lib.prefix_pack``); the same rewards and gradients up to float rounding."""
         lengths = torch.tensor([h.shape[0] for h in hidden], device=self.device)
-        mask = (torch.arange(batch.shape[1], device=self.device) < lengths[:, None]).long()
+        mask = (torch.arange(int(lengths.max()), device=self.device) < lengths[:, None]).long()
         if self.pooling == "mean" and starts is None:
             raise ValueError("mean pooling needs each text's completion start")
         with self.precision.autocast():
-            top = run_blocks(self.lm, self.top, self.norm, mask, hidden=batch)
+            if pack is None:
+                batch = pad_sequence([h.to(self.device) for h in hidden], batch_first=True)  # right padding, zeros
+                top = run_blocks(self.lm, self.top, self.norm, mask, hidden=batch)
+            else:
+                states = run_packed(self.lm, self.top, self.norm, pack, hidden=[h.to(self.device) for h in hidden])
+                top = pad_sequence(states, batch_first=True)
             if self.pooling == "last":
                 pooled = top[torch.arange(len(hidden), device=self.device), last_token_index(mask)]
             else:
