@@ -103,3 +103,12 @@ def test_pairs_share_prompt_states_with_the_same_rewards_and_gradients(tiny_mode
     assert any(float(g.abs().max()) > 0 for g in g_alone)
     got = pairs.score_all(model, idx)
     assert_fp32_sums_close(torch.tensor(got[0]), e_alone, depth, magnitude)
+
+
+def test_packing_refuses_an_attention_that_ignores_custom_masks(tiny_model_dir: Path) -> None:
+    """Flash-attention kernels take no 4D mask: packed rows would let a member see another's tokens. Refused by name."""
+    model, tok = load_causal_lm(tiny_model_dir)
+    ids = [tok("the garden", add_special_tokens=False)["input_ids"]]
+    model.config._attn_implementation = "flash_attention_2"
+    with pytest.raises(ValueError, match="flash_attention_2"):
+        run_packed(model, transformer_blocks(model), final_norm(model), pack_prefixes(ids, [[0]]), input_ids=ids)

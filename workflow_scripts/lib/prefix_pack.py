@@ -21,6 +21,8 @@ import torch
 
 from workflow_scripts.lib.lm import run_blocks
 
+PACKED_ATTENTION = ("sdpa", "eager")  # attention implementations that apply a custom 4D mask as given
+
 
 def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
     """Length of the longest token prefix every sequence of ``seqs`` starts with."""
@@ -140,6 +142,10 @@ def run_packed(
     sequence's output states [len, H] as its own unpacked pass would."""
     if (input_ids is None) == (hidden is None):
         raise ValueError("pass exactly one of input_ids or hidden")
+    attention = getattr(model.config, "_attn_implementation", None)
+    if attention not in PACKED_ATTENTION:
+        raise ValueError(f"packed rows need a custom 4D attention mask, which attn_implementation={attention!r} does "
+                         f"not take; load the model with one of {PACKED_ATTENTION}")  # fmt: skip
     device = next(model.parameters()).device
     mask, positions = packed_attention(pack, device)
     if input_ids is not None:
