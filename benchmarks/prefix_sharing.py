@@ -31,7 +31,7 @@ from workflow_scripts.lib.generation import length_sorted_batches
 from workflow_scripts.lib.irl import irl_loss
 from workflow_scripts.lib.irl_data import FEATURE_BATCH, FeatureStore, Pairs, Texts, packed_bottom, validation_pairs
 from workflow_scripts.lib.lm import load_lm
-from workflow_scripts.lib.prefix_pack import group_batches, packed_length
+from workflow_scripts.lib.prefix_pack import group_batches, group_by_key, packed_length
 from workflow_scripts.lib.reward_model import RewardModel
 
 
@@ -71,13 +71,10 @@ def main() -> None:
     sel = [i for i, p in enumerate(prompt) if p in keep]
     ids = model.encode([texts[i] for i in sel])  # what the features hold (``input_ids``); older features lack them
     prompts = [prompt[i] for i in sel]
-    groups: dict[str, list[int]] = {}
-    for j, p in enumerate(prompts):
-        groups.setdefault(p, []).append(j)
+    groups = group_by_key(prompts)  # as packed_bottom groups them
     computed = {
-        "features packed by prompt": sum(len(b) * max(packed_length([ids[i] for i in list(groups.values())[g]])
-                                                      for g in b)
-                                         for b in group_batches(ids, list(groups.values()), FEATURE_BATCH)),
+        "features packed by prompt": sum(len(b) * max(packed_length([ids[i] for i in groups[g]]) for g in b)
+                                         for b in group_batches(ids, groups, FEATURE_BATCH)),
         "features one text a row": sum(len(b) * max(len(ids[j]) for j in b) for b in length_sorted_batches(ids, 32)),
     }  # fmt: skip
 

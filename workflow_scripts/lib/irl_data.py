@@ -19,7 +19,7 @@ from workflow_scripts.lib.compute import ComputeConfig
 from workflow_scripts.lib.generation import length_sorted_batches
 from workflow_scripts.lib.inputs import read_table
 from workflow_scripts.lib.lm import load_lm
-from workflow_scripts.lib.prefix_pack import group_batches, pack_prefixes
+from workflow_scripts.lib.prefix_pack import group_batches, group_by_key, pack_prefixes
 from workflow_scripts.lib.reward_model import RewardModel, save_frozen_backbone
 from workflow_scripts.lib.toxicity import LABEL_THRESHOLD, ToxicityScorer, is_toxic
 
@@ -119,10 +119,7 @@ def packed_bottom(model: RewardModel, ids: list[list[int]], prompts: Sequence[st
     """Frozen-bottom hidden states of every text (on the CPU), the texts of one prompt packed into one row so that
     their common token prefix is computed once (``lib.prefix_pack``); rows of similar length batched together.
     Returns the states and how many positions the packing saved."""
-    by_prompt: dict[str, list[int]] = {}
-    for i, p in enumerate(prompts):
-        by_prompt.setdefault(p, []).append(i)
-    groups = list(by_prompt.values())
+    groups = group_by_key(prompts)
     hidden: list[torch.Tensor | None] = [None] * len(ids)
     shared = 0
     for batch in group_batches(ids, groups, FEATURE_BATCH):
@@ -132,7 +129,7 @@ def packed_bottom(model: RewardModel, ids: list[list[int]], prompts: Sequence[st
         shared += pack.shared_positions()
         states = model.bottom_hidden_packed([ids[i] for i in members], pack)
         for i, h in zip(members, states, strict=True):
-            hidden[i] = h.cpu().clone()
+            hidden[i] = h.cpu()  # unpacked by gathering: its own storage, no view of the batch
     assert all(h is not None for h in hidden)
     return hidden, shared  # type: ignore[return-value]
 
@@ -241,11 +238,11 @@ class Texts:
     def of(cls, store: FeatureStore, texts: Sequence[str]) -> Texts:
         return cls(store.hidden(texts), store.starts(texts))
 
-    def score(self, model: RewardModel, idx: Sequence[int] | np.ndarray) -> torch.Tensor:
-        return model.score_hidden([self.hidden[i] for i in idx], [self.starts[i] for i in idx])
-
     def take(self, idx: Sequence[int] | np.ndarray) -> tuple[list[torch.Tensor], list[int]]:
         return [self.hidden[i] for i in idx], [self.starts[i] for i in idx]
+
+    def score(self, model: RewardModel, idx: Sequence[int] | np.ndarray) -> torch.Tensor:
+        return model.score_hidden(*self.take(idx))
 
     def score_all(self, model: RewardModel, idx: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """Rewards without gradients (all texts, or those at ``idx``, in that order), ``SCORE_BATCH`` texts of

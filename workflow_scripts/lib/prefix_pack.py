@@ -9,7 +9,8 @@ unpacked pass up to float rounding, and gradients flow through the shared part o
 (``tests/test_prefix_pack.py`` checks states and gradients against the unpacked computation).
 
 Used where several texts of one prompt are scored: IRL training and validation pairs (with gradients through the
-trained top), the frozen-bottom IRL features and the policy's implicit reward (no gradients).
+trained top) and the frozen-bottom IRL features (no gradients). The policy's implicit reward is not packed: no gain
+measured (``benchmarks/README.md``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,14 @@ def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
         if any(s[i] != first[i] for s in seqs[1:]):
             return i
     return n
+
+
+def group_by_key(keys: Sequence[str]) -> list[list[int]]:
+    """Indices of equal keys (e.g. each text's prompt) grouped, in order of first appearance: the groups to pack."""
+    groups: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
 
 
 def packed_length(seqs: Sequence[Sequence[int]]) -> int:
