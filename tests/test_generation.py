@@ -277,15 +277,23 @@ def test_auto_measures_once_records_its_choice_and_keeps_the_outputs(
     logged = [r.getMessage() for r in caplog.records if "generation.backend=auto, greedy probe" in r.getMessage()]
     assert len(logged) == 1 and f'"choice": "{record["choice"]}"' in logged[0]
     assert len(list((tmp_path / "ctranslate2").iterdir())) == 1  # the checkpoint, converted once for the probe
+    # the probe's engine stays loaded only when it is the one that generates (a loaded engine slows transformers)
+    assert (auto.ct2 is not None) == (record["choice"] == "ctranslate2")
 
     other = "transformers" if record["choice"] == "ctranslate2" else "ctranslate2"
     path.write_text(json.dumps({**record, "choice": other}))
     again = AutoGenerator(tiny_model_dir, compute, cache=tmp_path)
     assert again.generate(PROMPTS, greedy, seed=0) == got
     assert again.backend == f"auto: {other}" and again.choices[0]["cached"] == str(path)
+    assert (again.ct2 is not None) == (other == "ctranslate2")
     assert json.loads(path.read_text())["tokens_per_s"] == rates  # not measured again
     assert again.generate(PROMPTS, sampled, seed=3) == hf.generate(PROMPTS, sampled, seed=3)
-    assert again.backend == "auto: transformers"
+    assert again.backend == "auto: transformers" and again.ct2 is None
+    path.write_text(json.dumps({**record, "choice": "ctranslate2"}))
+    third = AutoGenerator(tiny_model_dir, compute, cache=tmp_path)
+    assert third.generate(PROMPTS, greedy, seed=0) == got and third.ct2 is not None
+    assert third.generate(PROMPTS, sampled, seed=3) == hf.generate(PROMPTS, sampled, seed=3)
+    assert third.ct2 is None  # the engine is released before transformers samples
 
 
 def test_auto_choice_is_no_job_input(pipeline_copy: Path) -> None:

@@ -10,7 +10,9 @@ from scipy import stats
 
 from workflow_scripts.lib.irl_metrics import (
     CEILING,
+    METRICS,
     PAPER_RUN_COLUMNS,
+    metric_draws,
     paired_gaps,
     paper_protocol,
     paper_protocol_table,
@@ -24,6 +26,27 @@ def test_auc_is_the_share_of_toxic_non_toxic_pairs_ranked_right() -> None:
     # pairs (toxic, non-toxic) where the toxic text has the lower reward: (-2 vs -1, 1, 2) + (0.5 vs 1, 2) = 5 of 6
     assert reward_metrics(rewards, -rewards, toxic, 0.0)["auc"] == pytest.approx(5 / 6)
     assert np.isnan(reward_metrics(rewards, -rewards, np.ones(5, bool), 0.0)["auc"])  # one class: undefined
+
+
+def test_vectorised_draws_equal_the_library_metrics_draw_by_draw() -> None:
+    """The bootstrap computes all draws at once; each equals scikit-learn / scipy on that draw (reward_metrics),
+    with tied rewards and GT values, a one-class draw (AUC undefined) and a constant-reward draw (correlations
+    undefined, F1 0 when nothing is called toxic)."""
+    rng = np.random.default_rng(7)
+    n = 40
+    rewards = rng.integers(-4, 5, n) / 2.0  # many ties
+    gt_reward = np.round(rng.standard_normal(n), 1)
+    toxic = gt_reward < -0.3
+    idx = np.vstack(
+        [rng.integers(0, n, (25, n)), np.full((1, n), 3), np.flatnonzero(toxic)[rng.integers(0, toxic.sum(), (1, n))]]
+    )
+    for threshold in (-0.25, 0.0, 10.0):
+        draws = metric_draws(rewards, gt_reward, toxic, threshold, idx)
+        for i, row in enumerate(idx):
+            expected = reward_metrics(rewards[row], gt_reward[row], toxic[row], threshold)
+            for m in METRICS:
+                assert draws[m][i] == pytest.approx(expected[m], rel=1e-12, abs=1e-12, nan_ok=True), (m, i, threshold)
+    assert np.isnan(draws["auc"][-2:]).all() and np.isnan(draws["spearman"][-2])  # one class; constant reward
 
 
 def frame(objective: str, seed: int, rewards: np.ndarray, toxic: np.ndarray, split: str, epoch: int) -> pd.DataFrame:

@@ -24,6 +24,7 @@ the device itself is checked as for every model job (``compute.pick_device``).
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -357,7 +358,16 @@ class AutoGenerator:
                  json.dumps(decision, sort_keys=True))  # fmt: skip
         if decision["choice"] == "ctranslate2":
             return self.engine().generate(prompts, settings, seed, desc)
+        self.release_engine()
         return self.hf.generate(prompts, settings, seed, desc)
+
+    def release_engine(self) -> None:
+        """Drop the CTranslate2 engine (its weights and its thread pool) before ``transformers`` generates: left
+        loaded after the probe, it slowed the greedy call that followed (benchmarks/README, "auto")."""
+        if self.ct2 is not None:
+            self.ct2.engine = None
+            self.ct2 = None
+            gc.collect()
 
 
 def open_generator(

@@ -91,21 +91,66 @@ def best_run(selected: pd.DataFrame) -> pd.Series:
 
 
 # ============================================================================================ tables
+def resample_indices(rng: np.random.Generator, n: int, n_resamples: int) -> np.ndarray:
+    """``n_resamples`` bootstrap draws of ``n`` text indices (resamples x texts), one ``rng.integers`` call per draw
+    in order, as the per-draw loop drew them."""
+    return np.stack([rng.integers(0, n, n) for _ in range(n_resamples)]) if n_resamples else np.zeros((0, n), int)
+
+
+def _row_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = a - a.mean(axis=1, keepdims=True), b - b.mean(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (a * b).sum(axis=1) / np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1))
+
+
+def metric_draws(
+    rewards: np.ndarray, gt_reward: np.ndarray, gt_toxic: np.ndarray, threshold: float, idx: np.ndarray,
+    metrics: Sequence[str] = METRICS,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """``reward_metrics`` of every resample ``idx[i]`` at once (``idx``: resamples x texts), equal to it within float
+    rounding (tests/test_irl_metrics.py): one call per draw spent about 50 s of the default run in scikit-learn's
+    input checks. AUC is the Mann-Whitney rank sum (average ranks for ties, as ``roc_auc_score``), Spearman the
+    Pearson correlation of average ranks (as ``spearmanr``); Kendall's tau-b stays ``scipy.stats.kendalltau`` per
+    draw."""
+    r = np.asarray(rewards, dtype=np.float64)[idx]
+    g = np.asarray(gt_reward, dtype=np.float64)[idx]
+    y = np.asarray(gt_toxic).astype(bool)[idx]
+    pred = r < threshold
+    const = np.ptp(r, axis=1) == 0 if r.shape[1] else np.ones(len(r), bool)
+    out: dict[str, np.ndarray] = {}
+    if "accuracy" in metrics:
+        out["accuracy"] = (pred == y).mean(axis=1)
+    if "f1" in metrics:
+        tp, fp, fn = (pred & y).sum(axis=1), (pred & ~y).sum(axis=1), (~pred & y).sum(axis=1)
+        denom = 2 * tp + fp + fn
+        out["f1"] = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)  # zero_division=0
+    if "auc" in metrics:
+        n_pos = y.sum(axis=1)
+        n_neg = y.shape[1] - n_pos
+        ranks = stats.rankdata(-r, axis=1)  # toxic = positive, a lower reward = more toxic
+        with np.errstate(invalid="ignore", divide="ignore"):
+            auc = (np.where(y, ranks, 0.0).sum(axis=1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+        out["auc"] = np.where((n_pos == 0) | (n_neg == 0), np.nan, auc)
+    if "pearson" in metrics:
+        out["pearson"] = np.where(const, np.nan, _row_pearson(r, g))
+    if "spearman" in metrics:
+        out["spearman"] = np.where(const, np.nan, _row_pearson(stats.rankdata(r, axis=1), stats.rankdata(g, axis=1)))
+    if "kendall" in metrics:
+        out["kendall"] = np.array(
+            [np.nan if c else stats.kendalltau(a, b)[0] for a, b, c in zip(r, g, const, strict=True)], dtype=np.float64
+        )
+    return out
+
+
 def bootstrap_metrics(
     rewards: np.ndarray, gt_reward: np.ndarray, gt_toxic: np.ndarray, threshold: float,
     n_resamples: int, confidence: float, seed: int,
 ) -> dict[str, tuple[float, float]]:  # fmt: skip
     """Percentile bootstrap CIs of every reward metric, resampling texts."""
-    rng = np.random.default_rng(seed)
-    draws: dict[str, list[float]] = {m: [] for m in METRICS}
-    n = len(rewards)
-    for _ in range(n_resamples):
-        idx = rng.integers(0, n, n)
-        values = reward_metrics(rewards[idx], gt_reward[idx], gt_toxic[idx], threshold)
-        for m in METRICS:
-            draws[m].append(values[m])
+    idx = resample_indices(np.random.default_rng(seed), len(rewards), n_resamples)
+    draws = metric_draws(rewards, gt_reward, gt_toxic, threshold, idx)
     alpha = (1 - confidence) / 2
-    return {m: tuple(float(q) for q in np.nanquantile(v, [alpha, 1 - alpha])) for m, v in draws.items()}
+    return {m: tuple(float(q) for q in np.nanquantile(draws[m], [alpha, 1 - alpha])) for m in METRICS}
 
 
 def paired_gaps(
@@ -122,20 +167,15 @@ def paired_gaps(
     if not np.array_equal(gt_toxic, b["gt_toxic"].to_numpy()):
         raise ValueError("paired comparison: the two runs disagree on the GT labels of the same texts")
     ra, rb = a["reward"].to_numpy(), b["reward"].to_numpy()
-
-    def gaps(idx: np.ndarray) -> dict[str, float]:
-        ma = reward_metrics(ra[idx], gt_reward[idx], gt_toxic[idx], threshold_a)
-        mb = reward_metrics(rb[idx], gt_reward[idx], gt_toxic[idx], threshold_b)
-        return {m: ma[m] - mb[m] for m in GAP_METRICS}
-
-    point = gaps(np.arange(len(ra)))
-    rng = np.random.default_rng(seed)
-    draws = [gaps(rng.integers(0, len(ra), len(ra))) for _ in range(n_resamples)]
+    ma, mb = (reward_metrics(x, gt_reward, gt_toxic, t) for x, t in ((ra, threshold_a), (rb, threshold_b)))
+    idx = resample_indices(np.random.default_rng(seed), len(ra), n_resamples)
+    da = metric_draws(ra, gt_reward, gt_toxic, threshold_a, idx, GAP_METRICS)
+    db = metric_draws(rb, gt_reward, gt_toxic, threshold_b, idx, GAP_METRICS)
     alpha = (1 - confidence) / 2
     out = {}
     for m in GAP_METRICS:
-        low, high = np.nanquantile([d[m] for d in draws], [alpha, 1 - alpha])
-        out[m] = (point[m], float(low), float(high))
+        low, high = np.nanquantile(da[m] - db[m], [alpha, 1 - alpha])
+        out[m] = (ma[m] - mb[m], float(low), float(high))
     return out
 
 
