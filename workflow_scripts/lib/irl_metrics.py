@@ -29,12 +29,8 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, r
 
 LOG = logging.getLogger("irl_llms.irl_metrics")
 METRICS = ("accuracy", "f1", "auc", "pearson", "kendall", "spearman")
-GAP_METRICS = ("accuracy", "auc", "spearman")
-WITH_CI = (
-    "accuracy",
-    "auc",
-    "f1",
-)  # shown with their CIs on the report page  # reported as IRL minus the supervised ceiling, with a paired CI
+GAP_METRICS = ("accuracy", "auc", "spearman")  # reported as IRL minus the supervised ceiling, with a paired CI
+WITH_CI = ("accuracy", "auc", "f1")  # shown with their CIs on the report page
 TEXT_SETS = ("heldout", "train_texts")
 CEILING = "supervised"  # objective name of the GT-label reference run (``irl.train_irl``)
 IMPLICIT = "log_ratio"  # objective name of the policy's implicit reward, scored without training (``implicit_reward``)
@@ -92,8 +88,7 @@ def best_run(selected: pd.DataFrame) -> pd.Series:
 
 # ============================================================================================ tables
 def resample_indices(rng: np.random.Generator, n: int, n_resamples: int) -> np.ndarray:
-    """``n_resamples`` bootstrap draws of ``n`` text indices (resamples x texts), one ``rng.integers`` call per draw
-    in order, as the per-draw loop drew them."""
+    """``n_resamples`` bootstrap draws of ``n`` text indices (resamples x texts), one ``rng.integers`` per draw."""
     return np.stack([rng.integers(0, n, n) for _ in range(n_resamples)]) if n_resamples else np.zeros((0, n), int)
 
 
@@ -112,8 +107,7 @@ def metric_draws(
     input checks. AUC is the Mann-Whitney rank sum (average ranks for ties, as ``roc_auc_score``), Spearman the
     Pearson correlation of average ranks (as ``spearmanr``); Kendall's tau-b stays ``scipy.stats.kendalltau`` per
     draw."""
-    r = np.asarray(rewards, dtype=np.float64)[idx]
-    g = np.asarray(gt_reward, dtype=np.float64)[idx]
+    r, g = (np.asarray(x, dtype=np.float64)[idx] for x in (rewards, gt_reward))
     y = np.asarray(gt_toxic).astype(bool)[idx]
     pred = r < threshold
     const = np.ptp(r, axis=1) == 0 if r.shape[1] else np.ones(len(r), bool)
@@ -125,8 +119,7 @@ def metric_draws(
         denom = 2 * tp + fp + fn
         out["f1"] = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)  # zero_division=0
     if "auc" in metrics:
-        n_pos = y.sum(axis=1)
-        n_neg = y.shape[1] - n_pos
+        n_pos, n_neg = y.sum(axis=1), (~y).sum(axis=1)
         ranks = stats.rankdata(-r, axis=1)  # toxic = positive, a lower reward = more toxic
         with np.errstate(invalid="ignore", divide="ignore"):
             auc = (np.where(y, ranks, 0.0).sum(axis=1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
@@ -172,11 +165,7 @@ def paired_gaps(
     da = metric_draws(ra, gt_reward, gt_toxic, threshold_a, idx, GAP_METRICS)
     db = metric_draws(rb, gt_reward, gt_toxic, threshold_b, idx, GAP_METRICS)
     alpha = (1 - confidence) / 2
-    out = {}
-    for m in GAP_METRICS:
-        low, high = np.nanquantile(da[m] - db[m], [alpha, 1 - alpha])
-        out[m] = (ma[m] - mb[m], float(low), float(high))
-    return out
+    return {m: (ma[m] - mb[m], *map(float, np.nanquantile(da[m] - db[m], [alpha, 1 - alpha]))) for m in GAP_METRICS}
 
 
 def run_texts(rewards: dict[tuple[str, int], pd.DataFrame], run: pd.Series, split: str) -> pd.DataFrame:
