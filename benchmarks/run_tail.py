@@ -19,7 +19,6 @@ rate before and after.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import time
 from pathlib import Path
@@ -53,11 +52,10 @@ def engine_loaded_vs_released(run: Path, cfg: dict, repeats: int) -> dict:
     reference = None
     for _ in range(repeats):
         for variant in times:
-            if variant == "ctranslate2 loaded":  # as after auto's probe: the engine has generated, and stays
-                auto.engine().generate_ids(prompts[:64], GenerationSettings.greedy(12, 128, 128), seed=0)
+            if variant == "ctranslate2 loaded":
+                auto.measure(prompts, settings)  # auto's probe itself: both backends generate, the engine stays
             else:
                 auto.release_engine()
-                gc.collect()
             start = time.perf_counter()
             out = auto.hf.generate(prompts, settings, seed=0)
             times[variant].append(time.perf_counter() - start)

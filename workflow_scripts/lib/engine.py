@@ -363,7 +363,7 @@ class AutoGenerator:
 
     def release_engine(self) -> None:
         """Drop the CTranslate2 engine (its weights and its thread pool) before ``transformers`` generates: left
-        loaded after the probe, it slowed the greedy call that followed by 20% (``benchmarks/run_tail.py``)."""
+        loaded after the probe, it slowed the greedy call that followed by 24% (``benchmarks/run_tail.py``)."""
         if self.ct2 is not None:
             self.ct2.engine = None
             self.ct2 = None

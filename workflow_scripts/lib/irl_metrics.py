@@ -89,7 +89,7 @@ def best_run(selected: pd.DataFrame) -> pd.Series:
 # ============================================================================================ tables
 def resample_indices(rng: np.random.Generator, n: int, n_resamples: int) -> np.ndarray:
     """``n_resamples`` bootstrap draws of ``n`` text indices (resamples x texts), one ``rng.integers`` per draw."""
-    return np.stack([rng.integers(0, n, n) for _ in range(n_resamples)]) if n_resamples else np.zeros((0, n), int)
+    return np.stack([rng.integers(0, n, n) for _ in range(n_resamples)])
 
 
 def _row_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -110,7 +110,7 @@ def metric_draws(
     r, g = (np.asarray(x, dtype=np.float64)[idx] for x in (rewards, gt_reward))
     y = np.asarray(gt_toxic).astype(bool)[idx]
     pred = r < threshold
-    const = np.ptp(r, axis=1) == 0 if r.shape[1] else np.ones(len(r), bool)
+    const = np.ptp(r, axis=1) == 0
     out: dict[str, np.ndarray] = {}
     if "accuracy" in metrics:
         out["accuracy"] = (pred == y).mean(axis=1)
